@@ -1,0 +1,40 @@
+"""shoal: a microservices platform for Python.
+
+The names a service author imports. Everything else lives in subpackages
+(``shoal.registry``, ``shoal.backbone``, ``shoal.testing``, ...).
+"""
+
+from __future__ import annotations
+
+from shoal.exceptions import AppImportError as AppImportError
+from shoal.exceptions import BackboneError as BackboneError
+from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
+from shoal.exceptions import ManifestError as ManifestError
+from shoal.exceptions import NoEndpointsError as NoEndpointsError
+from shoal.exceptions import PortInUseError as PortInUseError
+from shoal.exceptions import RegistryError as RegistryError
+from shoal.exceptions import ServeError as ServeError
+from shoal.exceptions import ShoalError as ShoalError
+from shoal.exceptions import TransportError as TransportError
+from shoal.manifest import Manifest as Manifest
+from shoal.manifest import load_manifest as load_manifest
+from shoal.mesh import client as client
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AppImportError",
+    "BackboneError",
+    "EndpointsUnreachableError",
+    "Manifest",
+    "ManifestError",
+    "NoEndpointsError",
+    "PortInUseError",
+    "RegistryError",
+    "ServeError",
+    "ShoalError",
+    "TransportError",
+    "__version__",
+    "client",
+    "load_manifest",
+]

@@ -1,0 +1,10 @@
+"""The NATS backbone: the embedded server, the connection, the registry bucket."""
+
+from __future__ import annotations
+
+from shoal.backbone._connection import Backbone as Backbone
+from shoal.backbone._registry import NatsRegistry as NatsRegistry
+from shoal.backbone._server import EmbeddedNats as EmbeddedNats
+from shoal.backbone._server import find_nats_server as find_nats_server
+
+__all__ = ["Backbone", "EmbeddedNats", "NatsRegistry", "find_nats_server"]

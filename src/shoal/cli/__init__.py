@@ -1,0 +1,10 @@
+"""The ``shoal`` command line: one module per command, registered on one typer app."""
+
+from __future__ import annotations
+
+from shoal.cli import serve as _serve  # noqa: F401  (registers the command)
+from shoal.cli import validate as _validate  # noqa: F401  (registers the command)
+from shoal.cli._app import app as app
+from shoal.cli._app import main as main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,53 @@
+"""Opening discovery for a client outside `shoal serve` (scripts, tests, a REPL)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shoal.backbone._connection import Backbone
+from shoal.backbone._registry import NatsRegistry
+from shoal.backbone._server import read_connection_file
+from shoal.exceptions import BackboneError
+from shoal.registry._discovery import Discovery
+from shoal.runtime._context import current_discovery
+
+__all__ = ["NatsOpener", "default_opener"]
+
+
+class NatsOpener:
+    def __init__(self, url: str | None = None, app: str | None = None) -> None:
+        self._url = url
+        self._app = app
+        self._backbone: Backbone | None = None
+        self._discovery: Discovery | None = None
+
+    async def open(self) -> Discovery:
+        shared = current_discovery()
+        if shared is not None and self._url is None:
+            return shared  # inside `shoal serve`: one watch per process
+        app_dir = Path(os.environ.get("SHOAL_APP_DIR") or os.getcwd())
+        url = self._url or os.environ.get("SHOAL_NATS_URL")
+        if not url:
+            info = read_connection_file(app_dir)
+            url = str(info["url"]) if info and "url" in info else None
+        if not url:
+            raise BackboneError(
+                "shoal.client() found no backbone: set SHOAL_NATS_URL, run inside `shoal serve`, "
+                f"or run from the directory of a running app (no .shoal/nats.json in {app_dir})"
+            )
+        app = self._app or os.environ.get("SHOAL_APP") or app_dir.name
+        self._backbone = await Backbone.connect(url, name=f"{app}/client")
+        self._discovery = Discovery(NatsRegistry(self._backbone, app))
+        await self._discovery.start()
+        return self._discovery
+
+    async def aclose(self) -> None:
+        if self._discovery is not None:
+            await self._discovery.aclose()
+        if self._backbone is not None:
+            await self._backbone.aclose()
+
+
+def default_opener() -> NatsOpener:
+    return NatsOpener()

@@ -1,0 +1,79 @@
+"""Inbound ASGI middleware: the reserved ``/.shoal/`` admin paths and the instance header."""
+
+from __future__ import annotations
+
+import json
+
+from shoal.registry._records import InstanceRecord
+from shoal.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ADMIN_PREFIX", "INSTANCE_HEADER", "Inbound", "InstanceStatus"]
+
+ADMIN_PREFIX = "/.shoal/"
+INSTANCE_HEADER = b"shoal-instance"
+
+
+class InstanceStatus:
+    """What this instance says about itself: its record and whether it takes traffic."""
+
+    def __init__(self, record: InstanceRecord) -> None:
+        self.record = record
+
+    @property
+    def state(self) -> str:
+        return self.record.state
+
+    def set_state(self, state: str) -> InstanceRecord:
+        self.record = self.record.model_copy(update={"state": state})
+        return self.record
+
+
+class Inbound:
+    """Wraps the user's ASGI app; answers ``/.shoal/live`` and ``/.shoal/ready`` itself."""
+
+    def __init__(self, app: ASGIApp, status: InstanceStatus) -> None:
+        self.app = app
+        self.status = status
+        self._header = (INSTANCE_HEADER, status.record.instance.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith(ADMIN_PREFIX):
+            await self._admin(scope, send)
+            return
+        header = self._header
+
+        async def send_with_instance(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_instance)
+
+    async def _admin(self, scope: Scope, send: Send) -> None:
+        path = scope["path"][len(ADMIN_PREFIX) :]
+        record = self.status.record
+        if path == "live":
+            status, body = 200, {"status": "live", "instance": record.instance}
+        elif path == "ready":
+            ready = record.state == "ready"
+            status, body = (200 if ready else 503), {"status": record.state}
+        elif path == "info":
+            status, body = 200, record.model_dump(mode="json")
+        else:
+            status, body = 404, {"error": f"no admin endpoint {scope['path']!r}"}
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    self._header,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,42 @@
+"""The names a service author imports are a promise: pin them."""
+
+from __future__ import annotations
+
+import shoal
+import shoal.exceptions
+
+
+def test_top_level_exports_are_pinned() -> None:
+    assert sorted(shoal.__all__) == [
+        "AppImportError",
+        "BackboneError",
+        "EndpointsUnreachableError",
+        "Manifest",
+        "ManifestError",
+        "NoEndpointsError",
+        "PortInUseError",
+        "RegistryError",
+        "ServeError",
+        "ShoalError",
+        "TransportError",
+        "__version__",
+        "client",
+        "load_manifest",
+    ]
+    for name in shoal.__all__:
+        assert hasattr(shoal, name), name
+
+
+def test_every_shoal_exception_derives_from_shoal_error() -> None:
+    for name in shoal.exceptions.__all__:
+        obj = getattr(shoal.exceptions, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, shoal.ShoalError), name
+
+
+def test_mesh_errors_are_also_httpx_errors() -> None:
+    import httpx
+
+    assert issubclass(shoal.NoEndpointsError, httpx.ConnectError)
+    assert issubclass(shoal.EndpointsUnreachableError, httpx.ConnectError)
+    assert shoal.NoEndpointsError.reason == "no-endpoints"
