@@ -17,7 +17,7 @@ SHOAL = [sys.executable, "-m", "shoal"]
 class ServeProcess:
     """One `shoal serve` child; its output goes to a log file the test can read."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path = APPS) -> None:
         self.log = log
         self._fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -26,7 +26,7 @@ class ServeProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._fh,
             stderr=subprocess.STDOUT,
-            cwd=APPS,
+            cwd=cwd,
         )
 
     @property

@@ -104,3 +104,26 @@ async def test_sigterm_deregisters_first_finishes_in_flight_and_exits_zero(
         proc.stop()
         await discovery.aclose()
         await backbone.aclose()
+
+
+async def test_sigterm_with_the_backbone_gone_still_exits_zero_promptly(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    backbone = await Backbone.connect(nats_server.url)
+    discovery = Discovery(NatsRegistry(backbone, "itest"))
+    await discovery.start()
+    env = serve_env(nats_server.url, SHOAL_SERVICE="echo")
+    proc = ServeProcess(["echo:app"], env, tmp_path / "s.log")
+    try:
+        await discovery.wait_for(lambda c: len(c.ready("echo")) == 1, timeout=20)
+        nats_server.kill()
+        await asyncio.sleep(1.0)  # heartbeats are failing now
+        t0 = time.monotonic()
+        proc.proc.send_signal(15)
+        code = await asyncio.to_thread(proc.proc.wait, 20)
+        assert code == 0, proc.output()
+        assert time.monotonic() - t0 < 10.0
+    finally:
+        proc.stop()
+        await discovery.aclose()
+        await backbone.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import nats
 import nats.errors
@@ -125,14 +124,18 @@ class Backbone:
         self._closing = True
         self._on_lost.clear()
         self._on_back.clear()
-        if not self.nc.is_closed:
+        if self.nc.is_closed:
+            return
+        if self.nc.is_connected:
             try:
                 await asyncio.wait_for(self.nc.drain(), 2.0)
-            except (TimeoutError, nats.errors.Error, OSError):
-                await self.nc.close()
+                return
+            except (TimeoutError, nats.errors.Error, OSError, RuntimeError):
+                pass
+        try:
+            await self.nc.close()
+        except Exception as exc:  # closing must not fail: nats-py raises from dead transports
+            log.debug("closing the NATS connection: %r", exc)
 
     def __repr__(self) -> str:
         return f"Backbone({redact(self.url)!r}, connected={self.connected})"
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self.nc.stats)

@@ -220,6 +220,7 @@ class EmbeddedNats:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
         except OSError as exc:
             raise BackboneError(f"cannot run {binary}: {exc.strerror}") from exc
@@ -263,6 +264,17 @@ class EmbeddedNats:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child: have Linux SIGTERM it when its owner dies, so nothing is orphaned."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 class _PortTaken(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shoal.cli import backbone as _backbone  # noqa: F401  (registers the command)
 from shoal.cli import serve as _serve  # noqa: F401  (registers the command)
 from shoal.cli import validate as _validate  # noqa: F401  (registers the command)
 from shoal.cli._app import app as app

@@ -7,7 +7,7 @@ streaming behind it. The wire work is asyncio Protocols and httptools (llhttp):
     _http11.py         the pool: idle connections per endpoint, connect, retry
     _http11_conn.py    one connection: the Protocol, the parser callbacks
     _http11_stream.py  one exchange: waiting for the head, the body stream
-    _http11_wire.py    the request head and body framing
+    _http11_wire.py    HTTP/1.1 framing: the request head and body, response keep-alive
 
 Errors come out as httpx exceptions, except ``ConnectFailedError``, which tells
 the caller that nothing was sent and another endpoint may be tried.

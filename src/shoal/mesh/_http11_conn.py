@@ -26,12 +26,11 @@ import httptools
 import httpx
 
 from ._http11_stream import Exchange, wait_future
-from ._http11_wire import Outgoing, chunk_header
+from ._http11_wire import Headers, Outgoing, chunk_header, has_framing, head_keep_alive
 
 __all__ = ["Connection", "Key", "Owner", "StaleConnectionError"]
 
 Key = tuple[str, int]
-Headers = list[tuple[bytes, bytes]]
 
 NO_RESPONSE = "server closed the connection without sending a response"
 
@@ -322,13 +321,13 @@ class Connection(asyncio.Protocol):
             ex.http_version = b"HTTP/" + version.encode("ascii")
         ex.head_done = True
         if self._head_request:
-            ex.keep_alive = _head_keep_alive(version, headers) and not self._request_close
+            ex.keep_alive = head_keep_alive(version, headers) and not self._request_close
             self._retired = True  # see the module docstring
             self._complete(ex)
             return
         keep_alive = parser.should_keep_alive()
         if not keep_alive:
-            ex.until_eof = not _has_framing(headers)
+            ex.until_eof = not has_framing(headers)
         ex.keep_alive = keep_alive and not self._request_close
         ex.wake()
 
@@ -392,25 +391,3 @@ class Connection(asyncio.Protocol):
             self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(True)
-
-
-def _head_keep_alive(version: str, headers: Headers) -> bool:
-    """Whether a HEAD response leaves the connection open (llhttp's answer assumes a body)."""
-    options: set[bytes] = set()
-    for name, value in headers:
-        if len(name) == 10 and name.lower() == b"connection":
-            options.update(token.strip() for token in value.lower().split(b","))
-    if version in ("1.0", "0.9"):
-        return b"keep-alive" in options
-    return b"close" not in options
-
-
-def _has_framing(headers: Headers) -> bool:
-    """Whether the body length is known (else it runs until the server closes)."""
-    for name, _ in headers:
-        size = len(name)
-        if (size == 14 and name.lower() == b"content-length") or (
-            size == 17 and name.lower() == b"transfer-encoding"
-        ):
-            return True
-    return False

@@ -1,4 +1,4 @@
-"""Serialise an ``httpx.Request`` for HTTP/1.1: the head, and the framing of its body.
+"""HTTP/1.1 framing: serialise an ``httpx.Request``, and read a response head's framing.
 
 The head is written exactly as httpx built it (method, raw path, raw headers);
 the only header ever added is ``Transfer-Encoding: chunked``, for a request
@@ -11,7 +11,16 @@ from typing import Final
 
 import httpx
 
-__all__ = ["Outgoing", "chunk_header", "encode_request"]
+__all__ = [
+    "Headers",
+    "Outgoing",
+    "chunk_header",
+    "encode_request",
+    "has_framing",
+    "head_keep_alive",
+]
+
+Headers = list[tuple[bytes, bytes]]
 
 # An in-memory body up to this size goes out in the same write as the head.
 _COALESCE_LIMIT: Final = 64 * 1024
@@ -141,3 +150,25 @@ def _parse_length(value: bytes) -> int:
     if not value.strip().isdigit():
         raise httpx.LocalProtocolError(f"invalid Content-Length header: {value!r}")
     return int(value)
+
+
+def head_keep_alive(version: str, headers: Headers) -> bool:
+    """Whether a HEAD response leaves the connection open (llhttp's answer assumes a body)."""
+    options: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            options.update(token.strip() for token in value.lower().split(b","))
+    if version in ("1.0", "0.9"):
+        return b"keep-alive" in options
+    return b"close" not in options
+
+
+def has_framing(headers: Headers) -> bool:
+    """Whether the body length is known (else it runs until the server closes)."""
+    for name, _ in headers:
+        size = len(name)
+        if (size == 14 and name.lower() == b"content-length") or (
+            size == 17 and name.lower() == b"transfer-encoding"
+        ):
+            return True
+    return False

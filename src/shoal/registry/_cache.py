@@ -108,9 +108,12 @@ class EndpointCache:
     def services(self) -> list[str]:
         return sorted(s for s in self._live if self.instances(s))
 
-    async def changed(self) -> None:
-        """Wait for the next change (a new snapshot, a put or a delete)."""
-        await self._changed.wait()
+    def change_event(self) -> asyncio.Event:
+        """An event set at the next change (a new snapshot, a put or a delete).
+
+        Take it *before* checking the state you wait on, so no change slips between.
+        """
+        return self._changed
 
     def _notify(self) -> None:
         self.generation += 1

@@ -38,6 +38,7 @@ class Discovery:
         self._retry_delay = retry_delay
         self._task: asyncio.Task[None] | None = None
         self._first_sync = asyncio.Event()
+        self._closed = False
 
     async def start(self, timeout: float = 5.0) -> None:
         """Start watching; return once the first snapshot is in."""
@@ -51,11 +52,13 @@ class Discovery:
             ) from None
 
     async def aclose(self) -> None:
+        # A flag as well as cancel(): a backend may turn the cancellation into its
+        # own error, which the watch loop would survive; so never wait unbounded.
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=5.0)
 
     async def __aenter__(self) -> Discovery:
         await self.start()
@@ -81,14 +84,17 @@ class Discovery:
     ) -> None:
         """Wait until ``predicate(cache)`` holds; expiry is noticed within ``poll`` s."""
         async with asyncio.timeout(timeout):
-            while not predicate(self.cache):
+            while True:
+                changed = self.cache.change_event()
+                if predicate(self.cache):
+                    return
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.cache.changed(), poll)
+                    await asyncio.wait_for(changed.wait(), poll)
 
     # -- the watch loop --------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             self.cache.begin_sync()
             try:
                 async for update in self.backend.watch():

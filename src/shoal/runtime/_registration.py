@@ -26,6 +26,7 @@ class Registration:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._failing = False
+        self._stopping = False
 
     async def register(self) -> None:
         """Mark the instance ready, put it, and start heartbeating."""
@@ -47,22 +48,27 @@ class Registration:
                 await self.registry.put(record)
                 await self.registry.delete(record.service, record.instance)
         except (RegistryError, TimeoutError) as exc:
-            log.warning("could not deregister %s (%s); it expires by itself", record.key, exc)
+            reason = str(exc) or type(exc).__name__
+            log.warning("could not deregister %s (%s); it expires by itself", record.key, reason)
 
     async def _stop_heartbeat(self) -> None:
+        # A flag as well as cancel(): nats-py may turn a cancellation inside a
+        # request into its own timeout error, which the loop would survive.
+        self._stopping = True
+        self._wake.set()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=self.interval + 3.0)
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
             self._wake.clear()
-            await self._beat()
+            if not self._stopping:
+                await self._beat()
 
     async def _beat(self) -> None:
         record: InstanceRecord = self.status.record

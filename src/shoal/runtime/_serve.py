@@ -64,7 +64,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run_instance(target: str, settings: RuntimeSettings, *, log_level: str = "info") -> int:
-    """Serve ``target`` until signalled; returns the exit code."""
+    """Serve ``target`` until signalled; returns the exit code.
+
+    The resolved identity is exported to the environment first, so the app (and
+    anything it spawns) can read ``SHOAL_SERVICE``, ``SHOAL_INSTANCE``, etc.
+    """
+    os.environ.update(settings.identity_env())
     app = import_app(target, settings.app_dir)
     sock = bind_socket(settings.host, settings.port)
     try:
@@ -172,9 +177,14 @@ def _install_signal_handlers(server: _Server, registration: Registration) -> Non
     tasks: list[asyncio.Task[Any]] = []
 
     async def drain() -> None:
-        await registration.deregister()
-        await asyncio.sleep(DEREGISTER_GRACE)
-        server.should_exit = True
+        try:
+            async with asyncio.timeout(5.0):  # a lost backbone must not hold the exit
+                await registration.deregister()
+                await asyncio.sleep(DEREGISTER_GRACE)
+        except TimeoutError:
+            log.warning("deregistration did not finish; stopping anyway")
+        finally:
+            server.should_exit = True
 
     def on_signal(signum: int) -> None:
         if tasks or server.should_exit:

@@ -42,6 +42,16 @@ class RuntimeSettings:
     registry_ttl: float = 2.5
     advertise_host: str | None = None
 
+    def identity_env(self) -> dict[str, str]:
+        """Who this instance is, as environment variables."""
+        return {
+            "SHOAL_APP": self.app,
+            "SHOAL_SERVICE": self.service,
+            "SHOAL_INSTANCE": self.instance,
+            "SHOAL_VERSION": self.version,
+            "SHOAL_APP_DIR": str(self.app_dir),
+        }
+
     @property
     def heartbeat_interval(self) -> float:
         return self.registry_ttl / 3
