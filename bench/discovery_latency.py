@@ -15,15 +15,20 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shoal.backbone import Backbone, EmbeddedNats, NatsRegistry
-from shoal.registry import Discovery, InstanceRecord
+from shoal.registry import Discovery, EndpointCache, InstanceRecord
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _has(instance: str) -> Callable[[EndpointCache], bool]:
+    return lambda cache: any(r.instance == instance for r in cache.ready("svc"))
 
 
 async def registry_visibility(writer: Backbone, reader: Backbone, samples: int) -> list[float]:
@@ -39,12 +44,7 @@ async def registry_visibility(writer: Backbone, reader: Backbone, samples: int) 
             )  # fmt: skip
             start = time.perf_counter()
             await registry.put(record)
-            wanted = record.instance
-            await discovery.wait_for(
-                lambda c: any(r.instance == wanted for r in c.ready("svc")),
-                timeout=5,
-                poll=0.5,  # noqa: B023 - awaited within the iteration
-            )
+            await discovery.wait_for(_has(record.instance), timeout=5, poll=0.5)
             out.append(time.perf_counter() - start)
     finally:
         await discovery.aclose()
