@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.backbone import EmbeddedNats
+from shoal.backbone import Backbone, EmbeddedNats, NatsRegistry
+from shoal.registry import Discovery
 
 
 @pytest.fixture
@@ -18,3 +19,16 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def itest_view(nats_server: EmbeddedNats) -> AsyncIterator[Discovery]:
+    """A client's view of the registry of app "itest" (what integration tests serve)."""
+    backbone = await Backbone.connect(nats_server.url)
+    discovery = Discovery(NatsRegistry(backbone, "itest"))
+    try:
+        await discovery.start()
+        yield discovery
+    finally:
+        await discovery.aclose()
+        await backbone.aclose()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from procs import APPS, SHOAL, ServeProcess, serve_env
 
-from shoal.backbone import Backbone, EmbeddedNats, NatsRegistry
+from shoal.backbone import EmbeddedNats
 from shoal.registry import Discovery
 
 pytestmark = pytest.mark.integration
@@ -77,11 +77,9 @@ def test_unreachable_backbone_is_explained(tmp_path: Path) -> None:
 
 
 async def test_sigterm_deregisters_first_finishes_in_flight_and_exits_zero(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, itest_view: Discovery, tmp_path: Path
 ) -> None:
-    backbone = await Backbone.connect(nats_server.url)
-    discovery = Discovery(NatsRegistry(backbone, "itest"))
-    await discovery.start()
+    discovery = itest_view
     proc = ServeProcess(
         ["echo:app"], serve_env(nats_server.url, SHOAL_SERVICE="echo"), tmp_path / "s.log"
     )
@@ -102,16 +100,12 @@ async def test_sigterm_deregisters_first_finishes_in_flight_and_exits_zero(
         assert await asyncio.to_thread(proc.proc.wait, 15) == 0
     finally:
         proc.stop()
-        await discovery.aclose()
-        await backbone.aclose()
 
 
 async def test_sigterm_with_the_backbone_gone_still_exits_zero_promptly(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, itest_view: Discovery, tmp_path: Path
 ) -> None:
-    backbone = await Backbone.connect(nats_server.url)
-    discovery = Discovery(NatsRegistry(backbone, "itest"))
-    await discovery.start()
+    discovery = itest_view
     env = serve_env(nats_server.url, SHOAL_SERVICE="echo")
     proc = ServeProcess(["echo:app"], env, tmp_path / "s.log")
     try:
@@ -125,5 +119,3 @@ async def test_sigterm_with_the_backbone_gone_still_exits_zero_promptly(
         assert time.monotonic() - t0 < 10.0
     finally:
         proc.stop()
-        await discovery.aclose()
-        await backbone.aclose()

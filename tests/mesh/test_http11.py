@@ -547,8 +547,9 @@ async def test_body_delimited_by_connection_close(server: Server, pool: Http11Po
         assert await (await send(pool, get(port))).aread() == b"until the end"
 
 
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "in-memory"])
 async def test_write_timeout_when_the_server_does_not_read(
-    server: Server, pool: Http11Pool
+    server: Server, pool: Http11Pool, streamed: bool = True
 ) -> None:
     async def never_reads(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
@@ -556,16 +557,48 @@ async def test_write_timeout_when_the_server_does_not_read(
         await asyncio.sleep(10)
 
     async def body() -> AsyncIterator[bytes]:
-        for _ in range(2000):
+        for _ in range(512):
             yield b"z" * 65536
 
+    content = body() if streamed else b"z" * (512 * 65536)
     timeout = httpx.Timeout(5.0, write=0.2).as_dict()
     async with raw_server(never_reads) as port:
         request = httpx.Request(
-            "POST", f"http://{HOST}:{port}/", content=body(), extensions={"timeout": timeout}
+            "POST", f"http://{HOST}:{port}/", content=content, extensions={"timeout": timeout}
         )
         with pytest.raises(httpx.WriteTimeout):
             await send(pool, request)
+
+
+async def test_request_head_goes_out_exactly_as_httpx_built_it(
+    server: Server, pool: Http11Pool
+) -> None:
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
+        heads.append(await read_request(reader))
+        writer.write(OK)
+        await writer.drain()
+
+    async with raw_server(record) as port:
+        request = get(port, "/p%20q?x=1&y", headers=[("X-Mixed-Case", "v"), ("x-dup", "1")])
+        request.headers.raw.append((b"x-dup", b"2"))
+        await (await send(pool, request)).aread()
+    expected = b"GET /p%20q?x=1&y HTTP/1.1\r\n" + b"".join(
+        name + b": " + value + b"\r\n" for name, value in request.headers.raw
+    )
+    assert heads == [expected + b"\r\n"]
+    assert b"X-Mixed-Case: v\r\n" in heads[0]
+
+
+async def test_transfer_encoding_other_than_chunked_is_refused(
+    server: Server, pool: Http11Pool
+) -> None:
+    request = httpx.Request(
+        "POST", server.url("/echo"), headers={"Transfer-Encoding": "gzip"}, content=b"x"
+    )
+    with pytest.raises(httpx.LocalProtocolError):
+        await send(pool, request)
 
 
 # --- the same, on uvloop ---------------------------------------------------------------

@@ -181,8 +181,16 @@ class Connection(asyncio.Protocol):
                 transport.write(part)
             if out.stream is not None:
                 await self._write_stream(transport, out, out.stream, request, write_timeout)
+            await self._drain(request, write_timeout)
         finally:
             self._writing = False
+
+    async def _drain(self, request: httpx.Request, write_timeout: float | None) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        while self._write_paused and not self.closing:
+            self._drain_waiter = fut = self._loop.create_future()
+            if not await wait_future(self._loop, fut, write_timeout):
+                raise httpx.WriteTimeout("timed out sending the request body", request=request)
 
     async def _write_stream(
         self,
@@ -208,10 +216,8 @@ class Connection(asyncio.Protocol):
                 transport.writelines((chunk_header(len(chunk)), chunk, b"\r\n"))
             else:
                 transport.write(chunk)
-            while self._write_paused and not self.closing:
-                self._drain_waiter = fut = self._loop.create_future()
-                if not await wait_future(self._loop, fut, write_timeout):
-                    raise httpx.WriteTimeout("timed out sending the request body", request=request)
+            if self._write_paused:
+                await self._drain(request, write_timeout)
         if self.closing:
             return
         if out.chunked:

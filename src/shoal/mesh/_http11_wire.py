@@ -81,6 +81,10 @@ def encode_request(request: httpx.Request) -> Outgoing:
         if size == 14 and name.lower() == b"content-length":
             length = _parse_length(value)
         elif size == 17 and name.lower() == b"transfer-encoding":
+            if not value.lower().rstrip().endswith(b"chunked"):
+                raise httpx.LocalProtocolError(
+                    f"a request's Transfer-Encoding must end in chunked, not {value!r}"
+                )
             chunked = True
         elif size == 10 and name.lower() == b"connection":
             close = b"close" in value.lower()
