@@ -92,7 +92,7 @@ class Connection(asyncio.Protocol):
         self.idle = False  # in the pool's idle list
         self.closing = False  # never to be handed out again
         self.requests = 0  # responses completed on this connection
-        self.closed: asyncio.Future[None] = loop.create_future()  # done once the socket is
+        self.closed: asyncio.Future[None] = loop.create_future()  # done: socket closed
         self._owner = owner
         self._loop = loop
         self._transport: asyncio.Transport | None = None

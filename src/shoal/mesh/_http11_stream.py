@@ -119,13 +119,7 @@ class Exchange(httpx.AsyncByteStream):
         """Wait until the connection wakes this exchange; False if ``seconds`` pass first."""
         fut: asyncio.Future[bool] = self.loop.create_future()
         self.waiter = fut
-        if seconds is None:
-            return await fut
-        timer = self.loop.call_later(seconds, _expire, fut)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
+        return await wait_future(self.loop, fut, seconds)
 
     # --- the response body stream -------------------------------------------------
 
