@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import uvloop
 
+from asgi_server import serve_asgi
 from shoal.mesh._http11 import ConnectFailedError, Http11Pool
 
 HOST = "127.0.0.1"
@@ -99,26 +99,8 @@ class Server:
 @contextlib.asynccontextmanager
 async def serving() -> AsyncIterator[Server]:
     app = App()
-    # proto=IPPROTO_TCP, or asyncio does not set TCP_NODELAY on accepted sockets.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind((HOST, 0))
-    config = uvicorn.Config(
-        app, host=HOST, http="httptools", ws="none", lifespan="off", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(1000):
-            if server.started:
-                break
-            await asyncio.sleep(0.005)
-        else:
-            raise RuntimeError("uvicorn did not start within 5 s")
-        yield Server(app, sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_asgi(app) as port:
+        yield Server(app, port)
 
 
 @pytest.fixture

@@ -133,9 +133,10 @@ class EmbeddedNats:
             if self.port is None or attempt > 0:
                 self.port = free_port(self.host)
             self._write_config()
+            log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
             self._spawn(binary)
             try:
-                await self._wait_ready(timeout)
+                await self._wait_ready(timeout, log_start)
             except _PortTaken:
                 await self.stop()
                 if self._pinned_port or attempt == _START_ATTEMPTS - 1:
@@ -225,9 +226,10 @@ class EmbeddedNats:
         except OSError as exc:
             raise BackboneError(f"cannot run {binary}: {exc.strerror}") from exc
 
-    async def _wait_ready(self, timeout: float) -> None:
-        assert self._proc is not None
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+    async def _wait_ready(self, timeout: float, log_start: int) -> None:
+        """Wait for "Server is ready" in this run's log and an INFO greeting."""
+        if self._proc is None:
+            raise BackboneError("the embedded NATS server was not started")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
