@@ -68,7 +68,9 @@ class RuntimeSettings:
         given = {k: v for k, v in overrides.items() if v is not None}
 
         def pick(name: str, var: str, default: str) -> str:
-            return str(given.get(name) or env.get(var) or default)
+            if name in given:  # a flag wins, even a falsy one such as --port 0
+                return str(given[name])
+            return env.get(var) or default
 
         app_dir = Path(pick("app_dir", "SHOAL_APP_DIR", os.getcwd())).resolve()
         module = target.partition(":")[0]
