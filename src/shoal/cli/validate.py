@@ -55,10 +55,11 @@ def _report_json(shown: str, manifest: Manifest | None, problems: list[ManifestP
     _print(json.dumps(payload, indent=2))
 
 
-def _check(directory: str, as_json: bool) -> int:
+def load_or_report(directory: str, *, as_json: bool = False) -> Manifest | None:
+    """Load the manifest, or print every problem (as `shoal validate` does) and return None."""
     shown = str(find_manifest(directory))
     try:
-        manifest = load_manifest(directory)
+        return load_manifest(directory)
     except ManifestError as exc:
         if as_json:
             _report_json(shown, None, exc.problems)
@@ -66,6 +67,13 @@ def _check(directory: str, as_json: bool) -> int:
             for problem in exc.problems:
                 _print(str(problem), to_stderr=True)
             _print(f"{_plural(len(exc.problems), 'problem')} in {shown}", to_stderr=True)
+        return None
+
+
+def _check(directory: str, as_json: bool) -> int:
+    shown = str(find_manifest(directory))
+    manifest = load_or_report(directory, as_json=as_json)
+    if manifest is None:
         return 1
     if as_json:
         _report_json(shown, manifest, [])

@@ -1,0 +1,92 @@
+"""The control API: HTTP on loopback, every request needs the app's bearer token.
+
+GET  /v1/status    app, ready or not, URLs
+GET  /v1/ps        one row per instance
+POST /v1/scale     {"service": S, "replicas": N}
+POST /v1/restart   {"service": S}     (rolling; answers when done)
+POST /v1/down      stop the app gracefully (answers 202 first)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any
+
+from shoal.exceptions import ShoalError
+from shoal.supervisor._supervisor import Supervisor
+from shoal.types import Receive, Scope, Send
+
+__all__ = ["ControlAPI"]
+
+
+class ControlAPI:
+    def __init__(
+        self, supervisor: Supervisor, token: str, on_down: Callable[[], None], urls: dict[str, str]
+    ) -> None:
+        self.supervisor = supervisor
+        self._token = f"Bearer {token}".encode()
+        self._on_down = on_down
+        self.urls = urls
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = dict(scope["headers"])
+        if not hmac.compare_digest(headers.get(b"authorization", b""), self._token):
+            await _reply(send, 401, {"error": "missing or wrong token (see .shoal/control.json)"})
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            data = json.loads(body) if body else {}
+            status, payload = await self._route(scope["method"], scope["path"], data)
+        except ShoalError as exc:
+            status, payload = 400, {"error": str(exc)}
+        except (ValueError, KeyError, TypeError) as exc:
+            status, payload = 400, {"error": f"bad request: {exc}"}
+        await _reply(send, status, payload)
+
+    async def _route(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, Any]:
+        sup = self.supervisor
+        if (method, path) == ("GET", "/v1/status"):
+            pending = sup.not_ready()
+            return 200, {
+                "app": sup.app,
+                "ready": not pending,
+                "not_ready": [row for row in sup.ps() if row["health"] != "ready"],
+                **self.urls,
+            }
+        if (method, path) == ("GET", "/v1/ps"):
+            return 200, sup.ps()
+        if (method, path) == ("POST", "/v1/scale"):
+            await sup.scale(str(data["service"]), int(data["replicas"]))
+            return 200, [r for r in sup.ps() if r["service"] == data["service"]]
+        if (method, path) == ("POST", "/v1/restart"):
+            await sup.restart(str(data["service"]))
+            return 200, [r for r in sup.ps() if r["service"] == data["service"]]
+        if (method, path) == ("POST", "/v1/down"):
+            asyncio.get_running_loop().call_later(0.05, self._on_down)
+            return 202, {"stopping": sup.app}
+        return 404, {"error": f"no such endpoint: {method} {path}"}
+
+
+async def _reply(send: Send, status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

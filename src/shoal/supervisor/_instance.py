@@ -1,0 +1,219 @@
+"""One instance under supervision: spawn it, pump its output, restart it when it dies.
+
+ASGI instances run `shoal serve` and register themselves once ready. Command
+instances get ``$PORT``; the supervisor probes that port and registers them on
+their behalf (plaintext for now; a sidecar comes later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from shoal.exceptions import RegistryError
+from shoal.registry._records import InstanceRecord
+from shoal.runtime._inbound import InstanceStatus
+from shoal.runtime._registration import Registration
+from shoal.supervisor._backoff import Backoff
+from shoal.supervisor._logs import LogSink
+from shoal.types import RegistryBackend
+
+__all__ = ["InstancePlan", "SupervisedInstance"]
+
+
+@dataclasses.dataclass(frozen=True)
+class InstancePlan:
+    """How to run one instance."""
+
+    app: str
+    service: str
+    instance: str
+    version: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+    port: int | None = None
+    """For command services: the ``$PORT`` the program must listen on."""
+    registry_ttl: float = 2.5
+
+
+def asgi_argv(target: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "shoal", "serve", target)
+
+
+class SupervisedInstance:
+    def __init__(
+        self,
+        plan: InstancePlan,
+        logs: LogSink,
+        registry: RegistryBackend,
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        stop_timeout: float = 15.0,
+    ) -> None:
+        self.plan = plan
+        self.logs = logs
+        self.registry = registry
+        self.on_change = on_change
+        self.stop_timeout = stop_timeout
+        self.backoff = Backoff()
+        self.state = "starting"  # starting | running | backoff | crash-loop | stopping | stopped
+        self.restarts = 0
+        self.pid: int | None = None
+        self.started_at: float | None = None
+        self.last_exit: int | None = None
+        self.ready_by_probe = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.instance
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"instance {self.name}")
+
+    async def stop(self, *, force: bool = False) -> None:
+        """SIGTERM (the instance drains itself), SIGKILL after ``stop_timeout``."""
+        self._stopping.set()
+        self.state = "stopping"
+        self.on_change()
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 0.5 if force else self.stop_timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=5.0)
+        self.state = "stopped"
+        self.on_change()
+
+    # -- the life loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            began = time.monotonic()
+            code = await self._run_once()
+            self.last_exit = code
+            if self._stopping.is_set():
+                return
+            delay = self.backoff.after_exit(time.monotonic() - began)
+            self.restarts += 1
+            self.state = "crash-loop" if self.backoff.crash_looping else "backoff"
+            self.logs.line(
+                self.plan.service,
+                self.name,
+                f"[shoal] exited with code {code}; restarting in {delay:.0f} s",
+            )
+            self.on_change()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _run_once(self) -> int:
+        env = {**self.plan.env, "PYTHONUNBUFFERED": "1"}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.plan.argv,
+                cwd=self.plan.cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.logs.line(self.plan.service, self.name, f"[shoal] cannot start: {exc}")
+            return 127
+        self._proc = proc
+        self.pid = proc.pid
+        self.started_at = time.time()
+        if self.state not in ("crash-loop",):
+            self.state = "running"
+        self.on_change()
+        probe = asyncio.create_task(self._probe_and_register()) if self.plan.port else None
+        try:
+            await self._pump(proc)
+            return await proc.wait()
+        finally:
+            if probe is not None:
+                probe.cancel()
+                await asyncio.wait({probe}, timeout=3.0)
+            self.ready_by_probe = False
+            self.pid = None
+
+    async def _pump(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                raw = await proc.stdout.readline()
+            except ValueError:  # a line longer than the stream limit: take what is there
+                raw = await proc.stdout.read(65536)
+            if not raw:
+                return
+            self.logs.line(self.plan.service, self.name, raw.decode("utf-8", "replace").rstrip())
+
+    async def _probe_and_register(self) -> None:
+        """Command services: wait until $PORT accepts, then register on their behalf."""
+        port = self.plan.port
+        assert port is not None
+        while not await _accepts("127.0.0.1", port):  # noqa: ASYNC110 - polling a port
+            await asyncio.sleep(0.1)
+        record = InstanceRecord(
+            app=self.plan.app,
+            service=self.plan.service,
+            instance=self.name,
+            version=self.plan.version,
+            host="127.0.0.1",
+            port=port,
+            started_at=time.time(),
+            pid=self.pid,
+            ttl=self.plan.registry_ttl,
+            labels={"kind": "command"},
+        )
+        registration = Registration(
+            self.registry, InstanceStatus(record), self.plan.registry_ttl / 3
+        )
+        with contextlib.suppress(RegistryError):  # the heartbeat retries
+            await registration.register()
+        self.ready_by_probe = True
+        self.on_change()
+        try:
+            await asyncio.Event().wait()  # until cancelled when the process exits
+        finally:
+            await registration.deregister()
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env() -> dict[str, str]:
+    """The supervisor's environment without shoal's own variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}

@@ -1,0 +1,276 @@
+"""The supervisor: runs every replica of every service of one app, and nothing in the request path.
+
+Start: the embedded NATS (or ``SHOAL_NATS_URL``), a registry watch, then every
+instance in parallel, the gateway last. Readiness comes from the registry (an
+ASGI instance registers itself once its app has started; command instances are
+probed and registered by the supervisor). Stop: gateway first, then services
+(each drains itself on SIGTERM), then NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from shoal.backbone._connection import Backbone
+from shoal.backbone._registry import NatsRegistry
+from shoal.backbone._server import EmbeddedNats
+from shoal.exceptions import ShoalError
+from shoal.manifest import Manifest, ServiceSpec
+from shoal.registry._discovery import Discovery
+from shoal.runtime._serve import bind_socket
+from shoal.supervisor._instance import (
+    InstancePlan,
+    SupervisedInstance,
+    asgi_argv,
+    base_env,
+    free_port,
+)
+from shoal.supervisor._logs import ConsoleWriter, LogSink
+
+__all__ = ["GATEWAY", "Supervisor", "check_gateway_port"]
+
+GATEWAY = "gateway"
+
+
+def check_gateway_port(manifest: Manifest) -> None:
+    """Fail early, with the manifest's words, when the gateway's port is taken."""
+    gateway = manifest.gateway
+    if gateway is None:
+        return
+    try:
+        bind_socket("127.0.0.1", gateway.port).close()
+    except ShoalError as exc:
+        raise ShoalError(
+            f"{manifest.path}: gateway.port {gateway.port} is in use; stop the process holding "
+            "it, or choose another gateway.port in shoal.yaml"
+        ) from exc
+
+
+class Supervisor:
+    def __init__(self, manifest: Manifest, *, console: ConsoleWriter | None = None) -> None:
+        self.manifest = manifest
+        self.app = manifest.app
+        self.directory = manifest.directory
+        self.state_dir = self.directory / ".shoal"
+        self.logs = LogSink(self.state_dir / "logs", console)
+        self.instances: dict[str, list[SupervisedInstance]] = {}
+        self._counters: dict[str, itertools.count[int]] = {}
+        self._nats: EmbeddedNats | None = None
+        self._backbone: Backbone | None = None
+        self.discovery: Discovery | None = None
+        self._registry: NatsRegistry | None = None
+        self.nats_url = ""
+        self.changed = asyncio.Event()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- start ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        check_gateway_port(self.manifest)
+        url = os.environ.get("SHOAL_NATS_URL")
+        if not url:
+            self._nats = EmbeddedNats(self.directory)
+            await self._nats.start()
+            url = self._nats.url
+        self.nats_url = url
+        self._backbone = await Backbone.connect(url, name=f"{self.app}/supervisor")
+        self._registry = NatsRegistry(self._backbone, self.app)
+        self.discovery = Discovery(NatsRegistry(self._backbone, self.app))
+        await self.discovery.start()
+        for name, spec in self.manifest.services.items():
+            self.instances[name] = []
+            for _ in range(spec.replicas):
+                self._spawn(name, spec)
+        if self.manifest.gateway is not None:
+            self.instances[GATEWAY] = []
+            self._spawn(GATEWAY, None)
+
+    def _plan(self, service: str, spec: ServiceSpec | None) -> InstancePlan:
+        counter = self._counters.setdefault(service, itertools.count(1))
+        instance = f"{service}-{next(counter)}"
+        env = base_env()
+        env.update(
+            {
+                "SHOAL_APP": self.app,
+                "SHOAL_SERVICE": service,
+                "SHOAL_INSTANCE": instance,
+                "SHOAL_NATS_URL": self.nats_url,
+                "SHOAL_APP_DIR": str(self.directory),
+            }
+        )
+        if spec is None:  # the gateway
+            gateway = self.manifest.gateway
+            assert gateway is not None
+            env["SHOAL_PORT"] = str(gateway.port)
+            env["SHOAL_VERSION"] = "v1"
+            argv = asgi_argv("shoal.gateway:app")
+            return InstancePlan(self.app, service, instance, "v1", argv, env, self.directory)
+        env["SHOAL_VERSION"] = spec.version
+        env.update(spec.env)
+        if spec.asgi is not None:
+            env["SHOAL_PORT"] = "0"
+            argv = asgi_argv(spec.asgi)
+            return InstancePlan(
+                self.app, service, instance, spec.version, argv, env, self.directory
+            )
+        assert spec.command is not None
+        port = spec.port or free_port()
+        env["PORT"] = str(port)
+        return InstancePlan(
+            self.app,
+            service,
+            instance,
+            spec.version,
+            tuple(spec.command),
+            env,
+            self.directory,
+            port,
+        )
+
+    def _spawn(self, service: str, spec: ServiceSpec | None) -> SupervisedInstance:
+        assert self._registry is not None
+        inst = SupervisedInstance(
+            self._plan(service, spec), self.logs, self._registry, on_change=self._notify
+        )
+        self.instances[service].append(inst)
+        inst.start()
+        return inst
+
+    def _notify(self) -> None:
+        self.changed.set()
+
+    # -- readiness -----------------------------------------------------------------
+
+    def is_ready(self, inst: SupervisedInstance) -> bool:
+        if inst.state in ("stopping", "stopped"):
+            return False
+        if inst.plan.port is not None:
+            return inst.ready_by_probe
+        assert self.discovery is not None
+        return any(r.instance == inst.name for r in self.discovery.ready(inst.plan.service))
+
+    def not_ready(self) -> list[SupervisedInstance]:
+        return [i for insts in self.instances.values() for i in insts if not self.is_ready(i)]
+
+    async def wait_ready(self, timeout: float) -> list[SupervisedInstance]:
+        """Wait until every instance is ready; returns those that are not after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (pending := self.not_ready()) and time.monotonic() < deadline:
+            if any(i.state == "crash-loop" for i in pending):
+                return pending
+            await asyncio.sleep(0.05)
+        return self.not_ready()
+
+    # -- scale, restart -----------------------------------------------------------
+
+    async def scale(self, service: str, replicas: int) -> None:
+        spec = self._spec(service)
+        if not 0 <= replicas <= 64:
+            raise ShoalError(f"replicas must be between 0 and 64, got {replicas}")
+        async with self._lock(service):
+            current = self.instances[service]
+            while len(current) < replicas:
+                self._spawn(service, spec)
+            if len(current) > replicas:
+                victims = current[replicas:]
+                del current[replicas:]
+                await asyncio.gather(*(v.stop() for v in victims))
+
+    async def restart(self, service: str, *, ready_timeout: float = 60.0) -> None:
+        """Rolling: start a new instance, wait until it is ready, then drain an old one."""
+        spec = self._spec(service)
+        async with self._lock(service):
+            for old in list(self.instances[service]):
+                new = self._spawn(service, spec)
+                deadline = time.monotonic() + ready_timeout
+                while not self.is_ready(new):
+                    if time.monotonic() > deadline or new.state == "crash-loop":
+                        self.instances[service].remove(new)
+                        await new.stop(force=True)
+                        raise ShoalError(
+                            f"rolling restart of {service!r} stopped: {new.name} did not become "
+                            f"ready; last lines:\n" + "\n".join(self.logs.tail(new.name)[-8:])
+                        )
+                    await asyncio.sleep(0.05)
+                self.instances[service].remove(old)
+                await old.stop()
+
+    def _spec(self, service: str) -> ServiceSpec | None:
+        if service == GATEWAY and GATEWAY in self.instances:
+            return None
+        spec = self.manifest.services.get(service)
+        if spec is None:
+            known = ", ".join(sorted(self.manifest.services))
+            raise ShoalError(f"no service {service!r} in app {self.app!r} (services: {known})")
+        return spec
+
+    def _lock(self, service: str) -> asyncio.Lock:
+        return self._locks.setdefault(service, asyncio.Lock())
+
+    # -- stop ----------------------------------------------------------------------
+
+    async def stop(self, *, force: bool = False) -> None:
+        """Gateway first, then every service in parallel, then the backbone."""
+        gateway = self.instances.get(GATEWAY, [])
+        await asyncio.gather(*(i.stop(force=force) for i in gateway))
+        rest = [i for name, insts in self.instances.items() if name != GATEWAY for i in insts]
+        await asyncio.gather(*(i.stop(force=force) for i in rest))
+        if self.discovery is not None:
+            await self.discovery.aclose()
+        if self._backbone is not None:
+            await self._backbone.aclose()
+        if self._nats is not None:
+            await self._nats.stop()
+        self.logs.close()
+
+    # -- reporting -----------------------------------------------------------------
+
+    def ps(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        now = time.time()
+        for service, insts in self.instances.items():
+            for inst in insts:
+                record = self._record(inst)
+                ready = self.is_ready(inst)
+                state = inst.state
+                if state == "running":
+                    state = "ready" if ready else "starting"
+                rows.append(
+                    {
+                        "service": service,
+                        "instance": inst.name,
+                        "version": inst.plan.version,
+                        "state": state,
+                        "health": "ready" if ready else "not ready",
+                        "address": record.address if record else None,
+                        "pid": inst.pid,
+                        "restarts": inst.restarts,
+                        "uptime": round(now - inst.started_at, 1)
+                        if inst.started_at and inst.pid
+                        else 0.0,
+                        "last_lines": self.logs.tail(inst.name)[-8:]
+                        if state in ("crash-loop", "backoff")
+                        else [],
+                    }
+                )
+        return rows
+
+    def _record(self, inst: SupervisedInstance) -> Any:
+        if self.discovery is None:
+            return None
+        for record in self.discovery.instances(inst.plan.service):
+            if record.instance == inst.name:
+                return record
+        return None
+
+    @property
+    def nats_display_url(self) -> str:
+        return self._nats.display_url if self._nats else "external"
+
+    def state_path(self, name: str) -> Path:
+        return self.state_dir / name
