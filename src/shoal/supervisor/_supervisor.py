@@ -121,15 +121,12 @@ class Supervisor:
         assert spec.command is not None
         port = spec.port or free_port()
         env["PORT"] = str(port)
+        # argv gets no shell: expand $PORT / ${PORT} ourselves, as Procfile runners do
+        argv = tuple(
+            a.replace("${PORT}", str(port)).replace("$PORT", str(port)) for a in spec.command
+        )
         return InstancePlan(
-            self.app,
-            service,
-            instance,
-            spec.version,
-            tuple(spec.command),
-            env,
-            self.directory,
-            port,
+            self.app, service, instance, spec.version, argv, env, self.directory, port
         )
 
     def _spawn(self, service: str, spec: ServiceSpec | None) -> SupervisedInstance:
