@@ -33,6 +33,7 @@ def serve(
     from shoal.runtime._settings import RuntimeSettings
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per mesh call
 
     def body() -> int:
         settings = RuntimeSettings.from_env(

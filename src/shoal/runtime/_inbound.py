@@ -47,7 +47,11 @@ class Inbound:
 
         async def send_with_instance(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = list(message.get("headers", ()))
+                # A proxy (the gateway) passes on the instance that really answered.
+                if not any(name.lower() == INSTANCE_HEADER for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_instance)

@@ -1,0 +1,113 @@
+"""examples/shop runs as its manifest says: four services and the gateway, real processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from procs import ServeProcess, serve_env
+
+from shoal.backbone import Backbone, EmbeddedNats, NatsRegistry
+from shoal.manifest import load_manifest
+from shoal.registry import Discovery
+
+pytestmark = pytest.mark.integration
+
+SHOP = Path(__file__).parents[2] / "examples" / "shop"
+
+
+def start(target: str, service: str, instance: str, nats_url: str, log: Path) -> ServeProcess:
+    env = serve_env(
+        nats_url,
+        app="shop",
+        SHOAL_APP_DIR=str(SHOP),
+        SHOAL_SERVICE=service,
+        SHOAL_INSTANCE=instance,
+        SHOAL_PORT="0",  # the gateway's 8080 is for people; tests take a free port
+    )
+    return ServeProcess([target], env, log, cwd=SHOP)
+
+
+@pytest.fixture
+async def shop(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Every replica the manifest asks for, the gateway, and a client pointed at the gateway."""
+    manifest = load_manifest(SHOP)
+    wanted = {name: spec.replicas for name, spec in manifest.services.items()} | {"gateway": 1}
+    procs: list[ServeProcess] = []
+    backbone = await Backbone.connect(nats_server.url)
+    discovery = Discovery(NatsRegistry(backbone, "shop"))
+    try:
+        for name, spec in manifest.services.items():
+            assert spec.asgi is not None
+            for i in range(spec.replicas):
+                log = tmp_path / f"{name}-{i}.log"
+                procs.append(start(spec.asgi, name, f"{name}-{i}", nats_server.url, log))
+        gateway = start(
+            "shoal.gateway:app", "gateway", "gateway-0", nats_server.url, tmp_path / "g"
+        )
+        procs.append(gateway)
+        await discovery.start()
+        try:
+            await discovery.wait_for(
+                lambda c: all(len(c.ready(s)) == n for s, n in wanted.items()), timeout=60
+            )
+        except TimeoutError:
+            logs = "\n".join(f"--- {p.log.name}\n{p.output()}" for p in procs)
+            raise AssertionError(f"the shop did not come up:\n{logs}") from None
+        address = discovery.ready("gateway")[0].address
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=10) as http:
+            yield http
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs))  # by pid
+        await discovery.aclose()
+        await backbone.aclose()
+
+
+async def test_the_catalog_answers_through_the_gateway_from_both_replicas(
+    shop: httpx.AsyncClient,
+) -> None:
+    replies = [await shop.get("/api/catalog/products") for _ in range(40)]
+    assert all(r.status_code == 200 for r in replies)
+    products = {p["id"]: p for p in replies[0].json()["products"]}
+    assert products["mug"] == {"id": "mug", "name": "Enamel mug", "price_cents": 1200}
+    assert {r.json()["instance"] for r in replies} == {"catalog-0", "catalog-1"}
+    assert replies[0].headers["shoal-route"] == "/api/catalog"
+
+
+async def test_an_order_fans_out_and_can_be_read_back(shop: httpx.AsyncClient) -> None:
+    placed = await shop.post("/api/orders", json={"product_id": "tee", "quantity": 2})
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    assert (order["unit_price_cents"], order["total_cents"], order["status"]) == (
+        2500,
+        5000,
+        "paid",
+    )
+    assert order["reservation_id"].startswith("res-")
+    assert order["charge_id"] == f"ch-{order['id']}"
+    assert set(order["answered_by"]) == {"orders", "catalog", "inventory", "payments"}
+    assert order["answered_by"]["inventory"] == "inventory-0"
+
+    again = await shop.get(f"/api/orders/{order['id']}")
+    assert (again.status_code, again.json()) == (200, order)
+    stock = await shop.get("/api/inventory/stock/tee")
+    assert stock.json()["available"] == 10 - 2
+
+
+async def test_failed_orders_say_why_and_release_their_reservation(
+    shop: httpx.AsyncClient,
+) -> None:
+    unknown, too_many, declined = await asyncio.gather(
+        shop.post("/api/orders", json={"product_id": "yacht"}),
+        shop.post("/api/orders", json={"product_id": "tote", "quantity": 6}),
+        shop.post("/api/orders", json={"product_id": "mug", "quantity": 20}),  # 240.00
+    )
+    assert (unknown.status_code, too_many.status_code, declined.status_code) == (404, 409, 402)
+    assert "'yacht'" in unknown.json()["detail"]
+    assert "only 5 of 'tote' left" in too_many.json()["detail"]
+    assert declined.json()["detail"].startswith("payments: declined")
+    stock = (await shop.get("/api/inventory/stock")).json()["stock"]
+    assert (stock["mug"], stock["tote"]) == (25, 5)  # the declined order's reservation is back
