@@ -38,6 +38,8 @@ services:
 
 def shoal_cmd(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    if "SHOAL_GATEWAY_PORT" in os.environ:
+        env["SHOAL_GATEWAY_PORT"] = os.environ["SHOAL_GATEWAY_PORT"]
     return subprocess.run(
         [*SHOAL, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
@@ -215,3 +217,72 @@ def test_bad_manifest_prints_the_validate_errors_and_starts_nothing(tmp_path: Pa
     assert up.stderr == validate.stderr
     assert "replcas: unknown key (did you mean 'replicas'?)" in up.stderr
     assert not (tmp_path / ".shoal").exists()
+
+
+SHOP = Path(__file__).parents[2] / "examples" / "shop"
+
+
+def test_demo_through_the_gateway_survives_a_killed_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_dir = tmp_path / "shop"
+    shutil.copytree(SHOP, app_dir, ignore=shutil.ignore_patterns(".shoal", "__pycache__"))
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    gateway_port = port.getsockname()[1]
+    port.close()
+    monkeypatch.setenv("SHOAL_GATEWAY_PORT", str(gateway_port))
+    with running(app_dir):
+        rows = ps(app_dir)
+        assert {r["service"] for r in rows} == {
+            "catalog",
+            "inventory",
+            "payments",
+            "orders",
+            "gateway",
+        }
+        assert all(r["state"] == "ready" for r in rows), rows
+        base = f"http://127.0.0.1:{gateway_port}"
+        with httpx.Client(base_url=base, trust_env=False, timeout=10) as http:
+            assert http.get("/api/catalog/products").status_code == 200
+            assert http.get("/api/inventory/stock").status_code == 200
+            order = http.post("/api/orders", json={"product_id": "tee", "quantity": 1})
+            assert order.status_code in (200, 201), order.text
+            assert http.get(f"/api/orders/{order.json()['id']}").status_code == 200
+            missing = http.get("/nowhere")
+            assert missing.status_code == 404
+            assert missing.headers["shoal-reason"] == "no-route"
+
+        async def kill_catalog() -> tuple[list[str], float]:
+            failures: list[str] = []
+            stop = asyncio.Event()
+
+            async def stream() -> None:
+                async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
+                    for _ in range(20_000):
+                        if stop.is_set():
+                            return
+                        response = await http.get("/api/catalog/products")
+                        if response.status_code != 200:
+                            failures.append(f"{response.status_code} {response.text[:200]}")
+                        await asyncio.sleep(0.005)
+
+            calls = asyncio.create_task(stream())
+            await asyncio.sleep(0.5)
+            victim = next(r for r in ps(app_dir) if r["instance"] == "catalog-1")
+            os.kill(victim["pid"], signal.SIGKILL)
+            killed = time.monotonic()
+            while True:
+                await asyncio.sleep(0.2)
+                row = next(r for r in ps(app_dir) if r["instance"] == "catalog-1")
+                if row["restarts"] == 1 and row["state"] == "ready":
+                    break
+                assert time.monotonic() - killed < 10, row
+            back = time.monotonic() - killed
+            stop.set()
+            await calls
+            return failures, back
+
+        failures, back = asyncio.run(kill_catalog())
+        assert failures == []
+        assert back < 5.0

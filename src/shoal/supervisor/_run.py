@@ -20,7 +20,7 @@ from shoal.exceptions import ShoalError
 from shoal.manifest import Manifest
 from shoal.runtime._serve import bind_socket
 from shoal.supervisor._logs import ConsoleWriter
-from shoal.supervisor._supervisor import Supervisor
+from shoal.supervisor._supervisor import Supervisor, gateway_port
 
 __all__ = ["check_not_running", "run_app"]
 
@@ -71,7 +71,7 @@ async def run_app(
     control_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     urls = {"control": control_url, "nats": ""}
     if manifest.gateway is not None:
-        urls["gateway"] = f"http://127.0.0.1:{manifest.gateway.port}"
+        urls["gateway"] = f"http://127.0.0.1:{gateway_port(manifest)}"
     token = secrets.token_urlsafe(32)
     api = ControlAPI(supervisor, token, stopping.set, urls)
     config = uvicorn.Config(

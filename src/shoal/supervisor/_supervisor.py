@@ -32,22 +32,34 @@ from shoal.supervisor._instance import (
 )
 from shoal.supervisor._logs import ConsoleWriter, LogSink
 
-__all__ = ["GATEWAY", "Supervisor", "check_gateway_port"]
+__all__ = ["GATEWAY", "Supervisor", "check_gateway_port", "gateway_port"]
 
 GATEWAY = "gateway"
 
 
+def gateway_port(manifest: Manifest) -> int | None:
+    """The gateway's port: ``SHOAL_GATEWAY_PORT`` if set, else the manifest's."""
+    if manifest.gateway is None:
+        return None
+    override = os.environ.get("SHOAL_GATEWAY_PORT", "")
+    if override:
+        if not override.isdigit() or not 0 < int(override) < 65536:
+            raise ShoalError(f"SHOAL_GATEWAY_PORT must be a port number, got {override!r}")
+        return int(override)
+    return manifest.gateway.port
+
+
 def check_gateway_port(manifest: Manifest) -> None:
     """Fail early, with the manifest's words, when the gateway's port is taken."""
-    gateway = manifest.gateway
-    if gateway is None:
+    port = gateway_port(manifest)
+    if port is None:
         return
     try:
-        bind_socket("127.0.0.1", gateway.port).close()
+        bind_socket("127.0.0.1", port).close()
     except ShoalError as exc:
         raise ShoalError(
-            f"{manifest.path}: gateway.port {gateway.port} is in use; stop the process holding "
-            "it, or choose another gateway.port in shoal.yaml"
+            f"{manifest.path}: gateway.port {port} is in use; stop the process holding "
+            "it, or choose another gateway.port in shoal.yaml (or set SHOAL_GATEWAY_PORT)"
         ) from exc
 
 
@@ -104,9 +116,7 @@ class Supervisor:
             }
         )
         if spec is None:  # the gateway
-            gateway = self.manifest.gateway
-            assert gateway is not None
-            env["SHOAL_PORT"] = str(gateway.port)
+            env["SHOAL_PORT"] = str(gateway_port(self.manifest))
             env["SHOAL_VERSION"] = "v1"
             argv = asgi_argv("shoal.gateway:app")
             return InstancePlan(self.app, service, instance, "v1", argv, env, self.directory)
