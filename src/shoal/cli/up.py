@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from shoal.cli._app import app, fail, run_guarded, stderr, stdout
 from shoal.cli.validate import load_or_report
@@ -79,8 +80,8 @@ async def _foreground(manifest: object) -> int:
     def console(instance: str, line: str) -> None:
         service = instance.rsplit("-", 1)[0]
         colour = colours.setdefault(service, _COLOURS[len(colours) % len(_COLOURS)])
-        stdout.print(f"[{colour}]{instance:>14} |[/] ", end="")
-        stdout.print(line, markup=False, highlight=False)
+        # one print per line: the live view refreshes from another thread
+        stdout.print(Text.assemble((f"{instance:>14} | ", colour), line), highlight=False)
 
     async def started(sup: Supervisor, urls: dict[str, str]) -> None:
         with Live(_table(sup), console=stdout, refresh_per_second=8, transient=True) as live:
@@ -186,7 +187,7 @@ def down(directory: DirArg = ".") -> None:
         deadline = time.monotonic() + 60
         with stdout.status("stopping ..."):
             while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.02)
         if pid_alive(pid):
             raise fail(f"the supervisor (pid {pid}) is still stopping after 60 s")
         stdout.print(f"stopped the app in {directory}")

@@ -102,6 +102,7 @@ async def run_app(
     finally:
         with contextlib.suppress(OSError):
             (supervisor.state_dir / CONTROL_FILE).unlink()
+        server.should_exit = True  # nothing needs the control API now: close it meanwhile
         stop = asyncio.create_task(supervisor.stop())
         while not stop.done():
             await asyncio.wait({stop}, timeout=0.1)
@@ -109,7 +110,6 @@ async def run_app(
                 stop.cancel()
                 await asyncio.wait({stop}, timeout=1.0)
                 await supervisor.stop(force=True)
-        server.should_exit = True
         if server_task is not None:
             await server_task
         sock.close()
