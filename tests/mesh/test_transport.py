@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections import Counter
@@ -126,3 +127,36 @@ async def test_other_hosts_pass_through_unchanged(
         response = await http.get(f"http://{HOST}:{port}/plain")
     assert response.text == "/plain"
     assert "shoal.instance" not in response.extensions
+
+
+async def test_answer_cut_short_sends_idempotent_calls_elsewhere_but_not_posts(
+    registry: tuple[MemoryRegistry, Discovery],
+) -> None:
+    memory, discovery = registry
+
+    async def dies_mid_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+        await writer.drain()
+        writer.close()
+
+    dying = await asyncio.start_server(dies_mid_answer, HOST, 0)
+    dying_port = dying.sockets[0].getsockname()[1]
+    try:
+        async with serve_asgi(hello) as port:
+            await publish(memory, discovery, record("dying", dying_port), record("alive", port))
+            async with shoal.client(discovery=discovery) as http:
+                answers = [await http.get("http://svc/x") for _ in range(20)]
+                assert {r.extensions["shoal.instance"] for r in answers} == {"alive"}
+                assert all(r.text == "/x" for r in answers)
+                http._transport.balancer.forget(())  # type: ignore[attr-defined]
+                failed = 0
+                for _ in range(50):  # p2c reaches the dying instance soon enough
+                    try:
+                        await http.post("http://svc/x", content=b"pay once")
+                    except httpx.TransportError:
+                        failed += 1
+                assert failed > 0, "a cut-off POST must surface, not be sent again"
+    finally:
+        dying.close()
+        await dying.wait_closed()

@@ -4,8 +4,10 @@ Requests to a bare service name (one DNS label, not ``localhost``) are balanced
 over that service's ready instances from discovery and sent over shoal's own
 HTTP/1.1 pool; every other URL passes through to a regular httpx transport.
 A connection refused or reset before anything was sent marks that instance
-down and the same request goes to another one; nothing is retried after bytes
-of the request have left (resilience policies come in their own layer).
+down and the same request goes to another one. An idempotent request whose
+small answer is cut off by the instance dying goes to another one too; other
+requests are not repeated once their bytes have left (retry budgets and
+policies come in their own layer).
 """
 
 from __future__ import annotations
@@ -27,6 +29,32 @@ __all__ = ["MeshTransport", "is_service_host"]
 
 DOWN_FOR = 5.0
 """Seconds an instance that refused a connection is skipped (until it re-registers)."""
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+BUFFER_LIMIT = 64 * 1024
+"""Small, length-delimited answers to idempotent requests are read whole before they are
+returned, so an instance dying mid-answer sends the call elsewhere instead of failing it."""
+
+
+def _small_body(response: httpx.Response) -> bool:
+    length = response.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT
+
+
+async def _buffered(response: httpx.Response) -> httpx.Response:
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    try:
+        content = b"".join([chunk async for chunk in stream])
+    finally:
+        await stream.aclose()
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers.raw,
+        content=content,
+        extensions=response.extensions,
+        request=response.request,
+    )
 
 
 def is_service_host(host: str) -> bool:
@@ -71,7 +99,7 @@ class MeshTransport(httpx.AsyncBaseTransport):
         if not candidates:
             raise NoEndpointsError(_no_endpoints(service, discovery), request=request)
         balancer = self.balancer
-        refused: list[tuple[InstanceRecord, ConnectFailedError]] = []
+        refused: list[tuple[InstanceRecord, Exception]] = []
         tried: set[str] = set()
         while True:
             record = balancer.pick(candidates, tried)
@@ -83,8 +111,12 @@ class MeshTransport(httpx.AsyncBaseTransport):
             started = balancer.start(record.instance)
             try:
                 response = await self._pool.send(record.host, record.port, request)
-            except ConnectFailedError as exc:
+                if request.method in IDEMPOTENT and _small_body(response):
+                    response = await _buffered(response)
+            except (ConnectFailedError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
                 balancer.abandon(record.instance)
+                if not isinstance(exc, ConnectFailedError) and request.method not in IDEMPOTENT:
+                    raise  # bytes of a non-idempotent request may have been acted on
                 balancer.mark_down(record.instance, DOWN_FOR)
                 self._pool.drop_endpoint(record.host, record.port)
                 tried.add(record.instance)
@@ -139,6 +171,6 @@ def _no_endpoints(service: str, discovery: Discovery) -> str:
     return f"no ready instance of service {service!r}: {len(present)} registered ({detail})"
 
 
-def _unreachable(service: str, refused: list[tuple[InstanceRecord, ConnectFailedError]]) -> str:
+def _unreachable(service: str, refused: list[tuple[InstanceRecord, Exception]]) -> str:
     detail = "; ".join(f"{r.instance} at {r.address}: {exc}" for r, exc in refused)
-    return f"every instance of service {service!r} refused the connection ({detail})"
+    return f"every instance of service {service!r} refused or dropped the connection ({detail})"
