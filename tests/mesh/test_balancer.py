@@ -100,3 +100,25 @@ def test_peak_latency_is_adopted_at_once_and_decays_when_idle() -> None:
     assert abs(balancer.cost("s-0") - 0.050) < 1e-9
     clock.advance(10.0)
     assert abs(balancer.cost("s-0") - 0.050 / 2.718281828) < 1e-4
+
+
+def test_a_new_endpoint_gets_traffic_at_once_under_light_load() -> None:
+    clock = ManualClock()
+    balancer = Balancer(clock=clock, rng=random.Random(3), default_rtt=0.001)
+    eps = endpoints(2)
+    old = eps[:1]
+    for _ in range(50):  # sequential calls, 0.4 ms each: the old endpoint measures fast
+        chosen = balancer.pick(old)
+        assert chosen is not None
+        began = balancer.start(chosen.instance)
+        clock.advance(0.0004)
+        balancer.finish(chosen.instance, began)
+    picks: Counter[str] = Counter()
+    for _ in range(20):
+        chosen = balancer.pick(eps)
+        assert chosen is not None
+        picks[chosen.instance] += 1
+        began = balancer.start(chosen.instance)
+        clock.advance(0.0004)
+        balancer.finish(chosen.instance, began)
+    assert picks["s-1"] >= 5, picks

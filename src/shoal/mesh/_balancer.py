@@ -5,7 +5,8 @@ sensitive (Finagle's PeakEwma, which Linkerd uses too): a latency above the
 average replaces it at once, lower ones blend in with weight
 ``1 - exp(-dt / decay)``, and the cost decays towards zero while an endpoint is
 idle, so a slow endpoint is probed again now and then rather than starved
-forever. Two distinct endpoints are sampled at random and the cheaper one wins.
+forever. A new endpoint starts at its peers' average. Two distinct endpoints are
+sampled at random and the cheaper one wins.
 Endpoints marked down are never chosen until their time is up. No I/O here.
 """
 
@@ -66,6 +67,8 @@ class Balancer:
         """Choose an endpoint, or None when every candidate is excluded or down."""
         now = self._clock()
         stats = self._stats
+        if any(rec.instance not in stats for rec in candidates):
+            self._welcome(candidates, now)
         usable = [
             rec
             for rec in candidates
@@ -81,6 +84,15 @@ class Balancer:
             j += 1
         a, b = usable[i], usable[j]
         return a if self.cost(a.instance, now) <= self.cost(b.instance, now) else b
+
+    def _welcome(self, candidates: Sequence[InstanceRecord], now: float) -> None:
+        """A new instance starts at its peers' average latency, so it gets its share of
+        traffic at once and is measured, instead of waiting behind faster-looking peers."""
+        known = [self._stats[r.instance].ewma for r in candidates if r.instance in self._stats]
+        rtt = sum(known) / len(known) if known else self._default_rtt
+        for rec in candidates:
+            if rec.instance not in self._stats:
+                self._stats[rec.instance] = _Stats(rtt, now)
 
     def start(self, instance: str) -> float:
         """A request to ``instance`` begins; returns the start time for ``finish``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import httpx
@@ -41,6 +42,17 @@ def _small_body(response: httpx.Response) -> bool:
     return length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT
 
 
+class _Whole(httpx.AsyncByteStream):
+    """A body already read in full, still served as a stream (aiter_raw works on it)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._content:
+            yield self._content
+
+
 async def _buffered(response: httpx.Response) -> httpx.Response:
     stream = response.stream
     assert isinstance(stream, httpx.AsyncByteStream)
@@ -51,7 +63,7 @@ async def _buffered(response: httpx.Response) -> httpx.Response:
     return httpx.Response(
         response.status_code,
         headers=response.headers.raw,
-        content=content,
+        stream=_Whole(content),
         extensions=response.extensions,
         request=response.request,
     )
@@ -107,6 +119,9 @@ class MeshTransport(httpx.AsyncBaseTransport):
                 # Every candidate is marked down: try them anyway rather than fail untried.
                 record = _first_untried(candidates, tried)
             if record is None:
+                cut_off = [exc for _, exc in refused if not isinstance(exc, ConnectFailedError)]
+                if cut_off:  # an instance broke off its answer: say so, not "unreachable"
+                    raise cut_off[-1]
                 raise EndpointsUnreachableError(_unreachable(service, refused), request=request)
             started = balancer.start(record.instance)
             try:
