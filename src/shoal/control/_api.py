@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from shoal._asgi import read_body, send_json
 from shoal.exceptions import ShoalError
 from shoal.supervisor._supervisor import Supervisor
 from shoal.types import Receive, Scope, Send
@@ -36,14 +37,11 @@ class ControlAPI:
             return
         headers = dict(scope["headers"])
         if not hmac.compare_digest(headers.get(b"authorization", b""), self._token):
-            await _reply(send, 401, {"error": "missing or wrong token (see .shoal/control.json)"})
+            await send_json(
+                send, 401, {"error": "missing or wrong token (see .shoal/control.json)"}
+            )
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         try:
             data = json.loads(body) if body else {}
             status, payload = await self._route(scope["method"], scope["path"], data)
@@ -51,7 +49,7 @@ class ControlAPI:
             status, payload = 400, {"error": str(exc)}
         except (ValueError, KeyError, TypeError) as exc:
             status, payload = 400, {"error": f"bad request: {exc}"}
-        await _reply(send, status, payload)
+        await send_json(send, status, payload)
 
     async def _route(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, Any]:
         sup = self.supervisor
@@ -75,18 +73,3 @@ class ControlAPI:
             asyncio.get_running_loop().call_later(0.05, self._on_down)
             return 202, {"stopping": sup.app}
         return 404, {"error": f"no such endpoint: {method} {path}"}
-
-
-async def _reply(send: Send, status: int, payload: Any) -> None:
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

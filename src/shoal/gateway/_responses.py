@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
+from shoal._asgi import send_json as _send_json
 from shoal.types import Send
 
 __all__ = ["REASON_HEADER", "send_json"]
@@ -21,17 +21,4 @@ async def send_json(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Answer ``status`` with ``body`` as JSON and ``shoal-reason: <reason>``."""
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (REASON_HEADER, reason.encode()),
-                *(headers or ()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    await _send_json(send, status, body, [(REASON_HEADER, reason.encode()), *(headers or ())])

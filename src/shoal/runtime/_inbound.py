@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from shoal._asgi import send_json
 from shoal.registry._records import InstanceRecord
 from shoal.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -68,16 +67,4 @@ class Inbound:
             status, body = 200, record.model_dump(mode="json")
         else:
             status, body = 404, {"error": f"no admin endpoint {scope['path']!r}"}
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    self._header,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, body, [self._header])
