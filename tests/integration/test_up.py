@@ -83,6 +83,19 @@ def nats_url(app_dir: Path) -> str:
     return str(json.loads((app_dir / ".shoal" / "nats.json").read_text())["url"])
 
 
+async def kill_and_wait_for_restart(app_dir: Path, instance: str) -> float:
+    """SIGKILL ``instance``; seconds until the supervisor has it ready again (10 s at most)."""
+    victim = next(r for r in ps(app_dir) if r["instance"] == instance)
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    while True:
+        await asyncio.sleep(0.2)
+        row = next(r for r in ps(app_dir) if r["instance"] == instance)
+        if row["restarts"] == victim["restarts"] + 1 and row["state"] == "ready":
+            return time.monotonic() - killed
+        assert time.monotonic() - killed < 10, row
+
+
 async def call_stream(
     app_dir: Path, stop: asyncio.Event, seen: Counter[str], failures: list[str]
 ) -> None:
@@ -119,16 +132,7 @@ def test_up_ps_kill_scale_and_down(app_dir: Path) -> None:
             stop = asyncio.Event()
             calls = asyncio.create_task(call_stream(app_dir, stop, seen, failures))
             await asyncio.sleep(0.5)
-            victim = next(r for r in ps(app_dir) if r["instance"] == "echo-1")
-            os.kill(victim["pid"], signal.SIGKILL)
-            killed = time.monotonic()
-            while True:
-                await asyncio.sleep(0.2)
-                row = next(r for r in ps(app_dir) if r["instance"] == "echo-1")
-                if row["restarts"] == 1 and row["state"] == "ready":
-                    break
-                assert time.monotonic() - killed < 10, row
-            back = time.monotonic() - killed
+            back = await kill_and_wait_for_restart(app_dir, "echo-1")
             stop.set()
             await calls
             return back, failures
@@ -272,16 +276,7 @@ def test_demo_through_the_gateway_survives_a_killed_instance(
 
             calls = asyncio.create_task(stream())
             await asyncio.sleep(0.5)
-            victim = next(r for r in ps(app_dir) if r["instance"] == "catalog-1")
-            os.kill(victim["pid"], signal.SIGKILL)
-            killed = time.monotonic()
-            while True:
-                await asyncio.sleep(0.2)
-                row = next(r for r in ps(app_dir) if r["instance"] == "catalog-1")
-                if row["restarts"] == 1 and row["state"] == "ready":
-                    break
-                assert time.monotonic() - killed < 10, row
-            back = time.monotonic() - killed
+            back = await kill_and_wait_for_restart(app_dir, "catalog-1")
             stop.set()
             await calls
             return failures, back
