@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shoal._statefiles import read_state, write_private
 from shoal.exceptions import BackboneError
 
 __all__ = ["EmbeddedNats", "find_nats_server", "read_connection_file"]
@@ -58,26 +59,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by the owner only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def read_connection_file(app_dir: Path) -> dict[str, Any] | None:
     """The embedded server's connection details for ``app_dir``, if one is recorded."""
     path = app_dir / STATE_DIRNAME / CONNECTION_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise BackboneError(f"{path}: unreadable ({exc}); delete it and start again") from exc
-    return data if isinstance(data, dict) else None
+    return read_state(path, error=BackboneError, advice="delete it and start again")
 
 
 class EmbeddedNats:
@@ -199,7 +184,7 @@ class EmbeddedNats:
             self._password = json.loads(creds.read_text())["password"]
         except (OSError, ValueError, KeyError, TypeError):
             self._password = secrets.token_urlsafe(24)
-            _write_private(creds, json.dumps({"user": _USER, "password": self._password}))
+            write_private(creds, json.dumps({"user": _USER, "password": self._password}))
 
     def _write_config(self) -> None:
         store = json.dumps(str(self.state_dir / "nats"))
@@ -210,7 +195,7 @@ class EmbeddedNats:
             f"authorization {{ user: {_USER}, password: {json.dumps(self._password)} }}\n"
             "max_payload: 8MB\n"
         )
-        _write_private(self.state_dir / "nats.conf", conf)
+        write_private(self.state_dir / "nats.conf", conf)
 
     def _spawn(self, binary: Path) -> None:
         try:
@@ -256,7 +241,7 @@ class EmbeddedNats:
             "pid": self.pid,
             "started_at": time.time(),
         }
-        _write_private(self.state_dir / CONNECTION_FILE, json.dumps(info))
+        write_private(self.state_dir / CONNECTION_FILE, json.dumps(info))
 
     def _log_tail(self, since: int = 0, lines: int = 12) -> str:
         try:

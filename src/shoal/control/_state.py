@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from shoal.backbone._server import _write_private
+from shoal._statefiles import read_state, write_private
 from shoal.exceptions import ShoalError
 
 __all__ = ["CONTROL_FILE", "ControlClient", "pid_alive", "read_control", "write_control"]
@@ -18,18 +18,12 @@ CONTROL_FILE = "control.json"
 
 
 def write_control(state_dir: Path, info: dict[str, Any]) -> None:
-    _write_private(state_dir / CONTROL_FILE, json.dumps(info))
+    write_private(state_dir / CONTROL_FILE, json.dumps(info))
 
 
 def read_control(directory: Path) -> dict[str, Any] | None:
     path = directory / ".shoal" / CONTROL_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ShoalError(f"{path}: unreadable ({exc}); delete it if no app is running") from exc
-    return data if isinstance(data, dict) else None
+    return read_state(path, advice="delete it if no app is running")
 
 
 def pid_alive(pid: int) -> bool:
