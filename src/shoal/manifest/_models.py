@@ -8,10 +8,9 @@ problem, each at the key it is about.
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -24,13 +23,26 @@ from pydantic import (
     ModelWrapValidatorHandler,
     PrivateAttr,
     StrictBool,
-    StrictInt,
     StrictStr,
-    ValidationError,
     ValidationInfo,
     model_validator,
 )
-from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from shoal.manifest._checks import (
+    AT_KEY,
+    AT_VALUE,
+    Extra,
+    Loc,
+    Port,
+    Replicas,
+    ServiceName,
+    Version,
+    closest,
+    dns_label,
+    field_of,
+    problem,
+    validate_with,
+)
 
 __all__ = [
     "AT_KEY",
@@ -45,82 +57,25 @@ __all__ = [
 
 MANIFEST_FILENAME = "shoal.yaml"
 
-# Error types of shoal's own checks; the type says where the error points.
-AT_KEY = "shoal_at_key"
-AT_VALUE = "shoal_at_value"
-
-Loc = tuple[str | int, ...]
-
-_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_DNS_RULE = (
-    "use lowercase letters, digits and '-', starting and ending with a letter or digit, "
-    "at most 63 characters"
-)
-_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _IMPORT_PATH = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _problem(message: str, *, at_key: bool = False) -> PydanticCustomError:
-    # No context is given, so the message is used verbatim (braces included).
-    return PydanticCustomError(AT_KEY if at_key else AT_VALUE, message)
-
-
-def closest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice closest to ``word``, if one is close enough to be a likely typo."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def _as_dns_label(name: str) -> str:
-    label = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return label[:63].rstrip("-")
-
-
-def _dns_label(what: str, *, at_key: bool = False) -> Callable[[str], str]:
-    def check(name: str) -> str:
-        if _DNS_LABEL.fullmatch(name):
-            return name
-        fixed = _as_dns_label(name)
-        hint = f" (try {fixed!r})" if fixed else ""
-        raise _problem(f"not a valid {what}: {_DNS_RULE}{hint}", at_key=at_key)
-
-    return check
-
-
-def _between(low: int, high: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise _problem(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return AfterValidator(check)
 
 
 def _check_import_path(value: str) -> str:
     if _IMPORT_PATH.fullmatch(value):
         return value
     hint = " (add ':app' or the name of the ASGI object)" if ":" not in value else ""
-    raise _problem(
+    raise problem(
         f"expected an import path 'package.module:attribute' (e.g. 'catalog.main:app'), "
         f"got {value!r}{hint}"
-    )
-
-
-def _check_version(value: str) -> str:
-    if _LABEL_VALUE.fullmatch(value):
-        return value
-    raise _problem(
-        "not a valid version label: use letters, digits, '-', '_' and '.', "
-        f"starting and ending with a letter or digit, at most 63 characters, got {value!r}"
     )
 
 
 def _check_env_name(name: str) -> str:
     if _ENV_NAME.fullmatch(name):
         return name
-    raise _problem(
+    raise problem(
         "not a valid environment variable name: use letters, digits and '_', "
         "not starting with a digit",
         at_key=True,
@@ -141,74 +96,28 @@ def _split_command(value: object) -> object:
     try:
         return shlex.split(value)
     except ValueError as exc:
-        raise _problem(f"cannot split the command into words: {exc}") from None
+        raise problem(f"cannot split the command into words: {exc}") from None
 
 
 def _check_command(words: tuple[str, ...]) -> tuple[str, ...]:
     if not words or not words[0]:
-        raise _problem('must name the program to run, e.g. ["node", "server.js"]')
+        raise problem('must name the program to run, e.g. ["node", "server.js"]')
     return words
 
 
 def _check_prefix(prefix: str) -> str:
     if prefix.startswith("/"):
         return prefix
-    raise _problem(f"must start with '/', got {prefix!r} (try {'/' + prefix!r})")
+    raise problem(f"must start with '/', got {prefix!r} (try {'/' + prefix!r})")
 
 
-AppName = Annotated[StrictStr, AfterValidator(_dns_label("app name"))]
-ServiceName = Annotated[StrictStr, AfterValidator(_dns_label("service name", at_key=True))]
+AppName = Annotated[StrictStr, AfterValidator(dns_label("app name"))]
 ImportPath = Annotated[StrictStr, AfterValidator(_check_import_path)]
 Command = Annotated[
     tuple[StrictStr, ...], BeforeValidator(_split_command), AfterValidator(_check_command)
 ]
-Port = Annotated[StrictInt, _between(1, 65535)]
-Replicas = Annotated[StrictInt, _between(0, 64)]
-Version = Annotated[StrictStr, AfterValidator(_check_version)]
 EnvName = Annotated[StrictStr, AfterValidator(_check_env_name)]
 EnvValue = Annotated[StrictStr, BeforeValidator(_env_value)]
-
-# (where, message, point at the key rather than the value)
-_Extra = tuple[Loc, str, bool]
-
-
-def _field(obj: object, name: str) -> object:
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    if isinstance(obj, BaseModel):
-        return getattr(obj, name, None)
-    return None
-
-
-def _redetail(error: ErrorDetails) -> InitErrorDetails:
-    kind = error["type"]
-    detail: InitErrorDetails = {
-        "type": PydanticCustomError(kind, error["msg"]) if kind in (AT_KEY, AT_VALUE) else kind,
-        "loc": error["loc"],
-        "input": error["input"],
-    }
-    if "ctx" in error:
-        detail["ctx"] = error["ctx"]
-    return detail
-
-
-def _validate_with(
-    data: Any, handler: Callable[[Any], Any], extras: Sequence[_Extra], title: str
-) -> Any:
-    """Run field validation and report ``extras`` with its errors, all at once."""
-    details: list[InitErrorDetails] = []
-    try:
-        result = handler(data)
-    except ValidationError as exc:
-        if not extras:
-            raise
-        details = [_redetail(error) for error in exc.errors()]
-    else:
-        if not extras:
-            return result
-    for loc, message, at_key in extras:
-        details.append({"type": _problem(message, at_key=at_key), "loc": loc, "input": data})
-    raise ValidationError.from_exception_data(title, details)
 
 
 class RouteSpec(BaseModel):
@@ -230,7 +139,7 @@ class GatewaySpec(BaseModel):
     routes: tuple[RouteSpec, ...] = ()
 
 
-def _service_extras(data: object) -> list[_Extra]:
+def _service_extras(data: object) -> list[Extra]:
     if not isinstance(data, Mapping):
         return []
     has_asgi = data.get("asgi") is not None
@@ -269,7 +178,7 @@ class ServiceSpec(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _exactly_one_kind(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        result: Self = _validate_with(data, handler, _service_extras(data), cls.__name__)
+        result: Self = validate_with(data, handler, _service_extras(data), cls.__name__)
         return result
 
 
@@ -282,19 +191,19 @@ def _unknown_service(name: str, known: Sequence[str]) -> str:
     return f"unknown service {name!r} (no services are defined)"
 
 
-def _manifest_extras(data: object) -> list[_Extra]:
-    services = _field(data, "services")
+def _manifest_extras(data: object) -> list[Extra]:
+    services = field_of(data, "services")
     if not isinstance(services, Mapping):
         return []
     if not services:
         return [(("services",), "needs at least one service", True)]
     known = [name for name in services if isinstance(name, str)]
-    routes = _field(_field(data, "gateway"), "routes")
+    routes = field_of(field_of(data, "gateway"), "routes")
     if not isinstance(routes, list | tuple):
         return []
-    extras: list[_Extra] = []
+    extras: list[Extra] = []
     for index, route in enumerate(routes):
-        target = _field(route, "service")
+        target = field_of(route, "service")
         if isinstance(target, str) and target not in services:
             loc: Loc = ("gateway", "routes", index, "service")
             extras.append((loc, _unknown_service(target, known), False))
@@ -332,7 +241,7 @@ class Manifest(BaseModel):
     def _cross_checks(
         cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
     ) -> Self:
-        result: Self = _validate_with(data, handler, _manifest_extras(data), cls.__name__)
+        result: Self = validate_with(data, handler, _manifest_extras(data), cls.__name__)
         path = info.context.get("path") if isinstance(info.context, dict) else None
         if isinstance(path, Path):
             result._path = path.absolute()
