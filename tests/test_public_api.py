@@ -10,17 +10,24 @@ def test_top_level_exports_are_pinned() -> None:
     assert sorted(shoal.__all__) == [
         "AppImportError",
         "BackboneError",
+        "BreakerOpenError",
+        "BudgetExhaustedError",
+        "CallTimeoutError",
+        "DeadlineExceededError",
         "EndpointsUnreachableError",
         "Manifest",
         "ManifestError",
         "NoEndpointsError",
+        "OverloadedError",
         "PortInUseError",
         "RegistryError",
         "ServeError",
         "ShoalError",
         "TransportError",
+        "UpstreamError",
         "__version__",
         "client",
+        "deadline",
         "load_manifest",
     ]
     for name in shoal.__all__:
@@ -40,3 +47,23 @@ def test_mesh_errors_are_also_httpx_errors() -> None:
     assert issubclass(shoal.NoEndpointsError, httpx.ConnectError)
     assert issubclass(shoal.EndpointsUnreachableError, httpx.ConnectError)
     assert shoal.NoEndpointsError.reason == "no-endpoints"
+
+
+def test_every_mesh_error_carries_a_reason_and_a_status() -> None:
+    reasons = {}
+    for name in shoal.exceptions.__all__:
+        obj = getattr(shoal.exceptions, name)
+        if isinstance(obj, type) and issubclass(obj, shoal.TransportError):
+            assert 400 <= obj.status <= 599, name
+            reasons[name] = obj.reason
+    assert reasons == {
+        "BreakerOpenError": "breaker-open",
+        "BudgetExhaustedError": "budget-exhausted",
+        "CallTimeoutError": "timeout",
+        "DeadlineExceededError": "deadline-exceeded",
+        "EndpointsUnreachableError": "endpoints-unreachable",
+        "NoEndpointsError": "no-endpoints",
+        "OverloadedError": "overloaded",
+        "TransportError": "transport-error",
+        "UpstreamError": "upstream-error",
+    }

@@ -8,33 +8,47 @@ from __future__ import annotations
 
 from shoal.exceptions import AppImportError as AppImportError
 from shoal.exceptions import BackboneError as BackboneError
+from shoal.exceptions import BreakerOpenError as BreakerOpenError
+from shoal.exceptions import BudgetExhaustedError as BudgetExhaustedError
+from shoal.exceptions import CallTimeoutError as CallTimeoutError
+from shoal.exceptions import DeadlineExceededError as DeadlineExceededError
 from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
 from shoal.exceptions import ManifestError as ManifestError
 from shoal.exceptions import NoEndpointsError as NoEndpointsError
+from shoal.exceptions import OverloadedError as OverloadedError
 from shoal.exceptions import PortInUseError as PortInUseError
 from shoal.exceptions import RegistryError as RegistryError
 from shoal.exceptions import ServeError as ServeError
 from shoal.exceptions import ShoalError as ShoalError
 from shoal.exceptions import TransportError as TransportError
+from shoal.exceptions import UpstreamError as UpstreamError
 from shoal.manifest import Manifest as Manifest
 from shoal.manifest import load_manifest as load_manifest
 from shoal.mesh import client as client
+from shoal.mesh import deadline as deadline
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AppImportError",
     "BackboneError",
+    "BreakerOpenError",
+    "BudgetExhaustedError",
+    "CallTimeoutError",
+    "DeadlineExceededError",
     "EndpointsUnreachableError",
     "Manifest",
     "ManifestError",
     "NoEndpointsError",
+    "OverloadedError",
     "PortInUseError",
     "RegistryError",
     "ServeError",
     "ShoalError",
     "TransportError",
+    "UpstreamError",
     "__version__",
     "client",
+    "deadline",
     "load_manifest",
 ]

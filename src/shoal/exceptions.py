@@ -13,30 +13,51 @@ errors) are translated at the edge with ``raise ... from exc``.
     │   └── PortInUseError      the port to listen on is taken
     └── TransportError          a mesh call failed (also an ``httpx.TransportError``)
         ├── NoEndpointsError    no ready instance of the service (``no-endpoints``)
-        └── EndpointsUnreachableError
-                                every instance refused or reset the connection
+        ├── EndpointsUnreachableError
+        │                       every instance refused or reset the connection
+        ├── BreakerOpenError    every instance is ejected as an outlier (``breaker-open``)
+        ├── OverloadedError     the caller's cap on concurrent calls is reached (``overloaded``)
+        ├── BudgetExhaustedError
+        │                       a retry was needed but the retry budget is spent
+        ├── UpstreamError       the instance broke off its answer (``upstream-error``)
+        └── CallTimeoutError    the call's own timeout passed (``timeout``)
+            └── DeadlineExceededError
+                                the deadline inherited from the caller's caller passed
 
 Mesh transport errors also derive from the matching httpx exception, so code
 written against plain httpx (``except httpx.ConnectError``) keeps working.
-Each carries ``reason``, the machine-readable ``shoal-reason`` value.
+Each carries ``reason``, the machine-readable ``shoal-reason`` value, and
+``attempts``, what the mesh tried before giving up (``shoal call --explain``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import httpx
+
+if TYPE_CHECKING:
+    from shoal.mesh._attempts import Attempt
 
 __all__ = [
     "AppImportError",
     "BackboneError",
+    "BreakerOpenError",
+    "BudgetExhaustedError",
+    "CallTimeoutError",
+    "DeadlineExceededError",
     "EndpointsUnreachableError",
     "ManifestError",
     "ManifestProblem",
     "NoEndpointsError",
+    "OverloadedError",
     "PortInUseError",
     "RegistryError",
     "ServeError",
     "ShoalError",
     "TransportError",
+    "UpstreamError",
 ]
 
 
@@ -105,15 +126,70 @@ class TransportError(ShoalError, httpx.TransportError):
     """A mesh call failed before a response arrived."""
 
     reason = "transport-error"
+    status = 502
+    """The HTTP status a proxy or a service answers with when this error stops a call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        attempts: Sequence[Attempt] = (),
+    ) -> None:
+        super().__init__(message, request=request)
+        self.attempts: list[Attempt] = list(attempts)
 
 
 class NoEndpointsError(TransportError, httpx.ConnectError):
     """The service has no ready instance; the call fails at once instead of hanging."""
 
     reason = "no-endpoints"
+    status = 503
 
 
 class EndpointsUnreachableError(TransportError, httpx.ConnectError):
     """Every known instance of the service refused or reset the connection."""
 
     reason = "endpoints-unreachable"
+    status = 503
+
+
+class BreakerOpenError(TransportError, httpx.ConnectError):
+    """Every instance of the service is ejected after repeated failures; the call fails
+    at once instead of adding load to a failing service."""
+
+    reason = "breaker-open"
+    status = 503
+
+
+class OverloadedError(TransportError, httpx.PoolTimeout):
+    """This process already has the most concurrent calls to the service it may have."""
+
+    reason = "overloaded"
+    status = 503
+
+
+class BudgetExhaustedError(TransportError, httpx.NetworkError):
+    """An attempt failed and a retry would have helped, but the retry budget is spent."""
+
+    reason = "budget-exhausted"
+    status = 503
+
+
+class UpstreamError(TransportError, httpx.ReadError):
+    """The instance broke off its answer, and the request was not safe to repeat."""
+
+    reason = "upstream-error"
+
+
+class CallTimeoutError(TransportError, httpx.TimeoutException):
+    """The call's own timeout (the service's or route's ``timeout``) passed."""
+
+    reason = "timeout"
+    status = 504
+
+
+class DeadlineExceededError(CallTimeoutError):
+    """The deadline this call inherited (from the request being handled) passed."""
+
+    reason = "deadline-exceeded"

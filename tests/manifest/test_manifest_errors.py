@@ -45,8 +45,9 @@ CASES = [
             colour: blue
         """,
         [
-            "shoal.yaml:5:5: services.orders.colour: unknown key "
-            "(valid keys: asgi, command, env, port, replicas, version)"
+            "shoal.yaml:5:5: services.orders.colour: unknown key (valid keys: asgi, command, "
+            "env, limits, outlier, port, replicas, retries, routes, service, timeout, traffic, "
+            "version)"
         ],
         id="unknown-key-without-close-match",
     ),

@@ -53,13 +53,16 @@ def write(directory: Path, text: str) -> Path:
 
 def test_public_names() -> None:
     assert sorted(shoal.manifest.__all__) == [
+        "DEFAULT_POLICY",
         "GatewaySpec",
         "MANIFEST_FILENAME",
         "Manifest",
         "RouteSpec",
+        "ServicePolicy",
         "ServiceSpec",
         "find_manifest",
         "load_manifest",
+        "parse_duration",
     ]
     assert MANIFEST_FILENAME == "shoal.yaml"
 

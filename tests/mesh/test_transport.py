@@ -150,6 +150,8 @@ async def test_answer_cut_short_sends_idempotent_calls_elsewhere_but_not_posts(
                 assert {r.extensions["shoal.instance"] for r in answers} == {"alive"}
                 assert all(r.text == "/x" for r in answers)
                 http._transport.balancer.forget(())  # type: ignore[attr-defined]
+                for dest in http._transport.destinations.values():  # type: ignore[attr-defined]
+                    dest.outlier.forget(())
                 failed = 0
                 for _ in range(50):  # p2c reaches the dying instance soon enough
                     try:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from shoal.cli._app import app, fail, run_guarded, stdout
+
+if TYPE_CHECKING:
+    from shoal.mesh import Attempt
 
 __all__ = ["call", "logs", "ps", "restart", "scale"]
 
@@ -129,6 +132,9 @@ def call(
     header: Annotated[
         list[str] | None, typer.Option("-H", "--header", help="'Name: value', repeatable.")
     ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print every attempt: where, how long, what next.")
+    ] = False,
     directory: DirOpt = ".",
 ) -> None:
     """One request through the mesh; prints status, headers, body and which instance answered."""
@@ -159,13 +165,23 @@ def call(
             async with shoal.client(nats_url=url, app=str(info["app"])) as http:
                 target = path if path.startswith("/") else "/" + path
                 content = data.encode() if data is not None else None
-                response = await http.request(
-                    method.upper(), f"http://{service}{target}", content=content, headers=headers
-                )
+                try:
+                    response = await http.request(
+                        method.upper(),
+                        f"http://{service}{target}",
+                        content=content,
+                        headers=headers,
+                    )
+                except shoal.TransportError as exc:
+                    if explain:
+                        _print_attempts(exc.attempts)
+                    raise
                 await response.aread()
                 return response
 
         response = asyncio.run(go())
+        if explain:
+            _print_attempts(response.extensions.get("shoal.attempts", []))
         answered = response.headers.get("shoal-instance") or response.extensions.get(
             "shoal.instance"
         )
@@ -177,6 +193,12 @@ def call(
         return 0 if response.status_code < 400 else 1
 
     run_guarded(body)
+
+
+def _print_attempts(attempts: list[Attempt]) -> None:
+    for number, attempt in enumerate(attempts, 1):
+        stdout.print(f"[cyan]{number:>2}[/] {attempt.describe()}", highlight=False)
+    stdout.print()
 
 
 @app.command()

@@ -4,6 +4,8 @@ GET  /v1/status    app, ready or not, URLs
 GET  /v1/ps        one row per instance
 POST /v1/scale     {"service": S, "replicas": N}
 POST /v1/restart   {"service": S}     (rolling; answers when done)
+POST /v1/apply     re-read shoal.yaml, apply its traffic policy live
+                   (200 {"changed", "not_applied"}; 422 {"error", "problems"} if invalid)
 POST /v1/down      stop the app gracefully (answers 202 first)
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal._asgi import read_body, send_json
-from shoal.exceptions import ShoalError
+from shoal.exceptions import ManifestError, ShoalError
 from shoal.supervisor._supervisor import Supervisor
 from shoal.types import Receive, Scope, Send
 
@@ -69,6 +71,17 @@ class ControlAPI:
         if (method, path) == ("POST", "/v1/restart"):
             await sup.restart(str(data["service"]))
             return 200, [r for r in sup.ps() if r["service"] == data["service"]]
+        if (method, path) == ("POST", "/v1/apply"):
+            try:
+                result = await sup.apply()
+            except ManifestError as exc:
+                count = len(exc.problems)
+                error = (
+                    f"{count} problem{'s' if count != 1 else ''} in {sup.manifest.path}: "
+                    "nothing applied; the traffic policy in force stays"
+                )
+                return 422, {"error": error, "problems": [str(p) for p in exc.problems]}
+            return 200, result.to_json()
         if (method, path) == ("POST", "/v1/down"):
             asyncio.get_running_loop().call_later(0.05, self._on_down)
             return 202, {"stopping": sup.app}

@@ -72,8 +72,11 @@ class ControlClient:
             ) from exc
         data = response.json() if response.content else None
         if response.status_code >= 400:
-            message = data.get("error") if isinstance(data, dict) else response.text
-            raise ShoalError(str(message))
+            if not isinstance(data, dict):
+                raise ShoalError(response.text)
+            # an error may list its problems (an invalid manifest): one line each
+            problems = [str(p) for p in data.get("problems", [])]
+            raise ShoalError("\n".join([str(data.get("error")), *problems]))
         return data
 
     def close(self) -> None:

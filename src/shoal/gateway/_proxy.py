@@ -7,9 +7,9 @@ client disconnects, the upstream exchange is abandoned at once, even while
 the service is still thinking or streaming.
 
 A request that fails before the service answers gets an explained response:
-503 when the mesh has nowhere to send it (``shoal-reason: no-endpoints``,
-``endpoints-unreachable``), 504 on a timeout, 502 on any other transport
-failure (``upstream-error``). If the service breaks off a response already
+the mesh error's own status and ``shoal-reason`` (503 ``no-endpoints``,
+``breaker-open``, ``overloaded``, ``budget-exhausted``; 504 ``timeout``,
+``deadline-exceeded``; 502 ``upstream-error``). If the service breaks off a response already
 under way, the client's connection is closed (the response is visibly cut short).
 """
 
@@ -141,8 +141,8 @@ async def _send_failure(send: Send, method: str, path: str, match: Match, exc: E
 
 def _explain(exc: Exception, service: str) -> tuple[int, str, str]:
     """(status, shoal-reason, message) for a request that got no response."""
-    if isinstance(exc, TransportError):  # the mesh's own: no-endpoints, endpoints-unreachable
-        return 503, exc.reason, str(exc)
+    if isinstance(exc, TransportError):  # the mesh's own: it knows its reason and status
+        return exc.status, exc.reason, str(exc)
     if isinstance(exc, httpx.TimeoutException):
         return 504, "timeout", f"service {service!r} did not answer in time ({_describe(exc)})"
     if isinstance(exc, httpx.HTTPError):

@@ -14,13 +14,19 @@ from shoal.manifest._models import GatewaySpec as GatewaySpec
 from shoal.manifest._models import Manifest as Manifest
 from shoal.manifest._models import RouteSpec as RouteSpec
 from shoal.manifest._models import ServiceSpec as ServiceSpec
+from shoal.manifest._policy import DEFAULT_POLICY as DEFAULT_POLICY
+from shoal.manifest._policy import ServicePolicy as ServicePolicy
+from shoal.manifest._policy import parse_duration as parse_duration
 
 __all__ = [
+    "DEFAULT_POLICY",
     "MANIFEST_FILENAME",
     "GatewaySpec",
     "Manifest",
     "RouteSpec",
+    "ServicePolicy",
     "ServiceSpec",
     "find_manifest",
     "load_manifest",
+    "parse_duration",
 ]

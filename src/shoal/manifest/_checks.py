@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 from pydantic import AfterValidator, BaseModel, StrictInt, StrictStr, ValidationError
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 __all__ = [
     "AT_KEY",
     "AT_VALUE",
+    "DEFAULT_VERSION",
     "Extra",
     "Loc",
     "Port",
@@ -27,6 +28,8 @@ __all__ = [
     "closest",
     "dns_label",
     "field_of",
+    "is_dns_label",
+    "is_version",
     "problem",
     "validate_with",
 ]
@@ -82,6 +85,16 @@ def between(low: int, high: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+def is_dns_label(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a string that passes as a service name."""
+    return isinstance(value, str) and _DNS_LABEL.fullmatch(value) is not None
+
+
+def is_version(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a string that passes as a version label."""
+    return isinstance(value, str) and _LABEL_VALUE.fullmatch(value) is not None
+
+
 def _check_version(value: str) -> str:
     if _LABEL_VALUE.fullmatch(value):
         return value
@@ -95,6 +108,7 @@ ServiceName = Annotated[StrictStr, AfterValidator(dns_label("service name", at_k
 Port = Annotated[StrictInt, between(1, 65535)]
 Replicas = Annotated[StrictInt, between(0, 64)]
 Version = Annotated[StrictStr, AfterValidator(_check_version)]
+DEFAULT_VERSION = "v1"
 
 # (where, message, point at the key rather than the value)
 Extra = tuple[Loc, str, bool]

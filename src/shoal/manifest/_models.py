@@ -1,16 +1,17 @@
 """The models of ``shoal.yaml``: what a valid manifest is, with no I/O.
 
 Every check raises an error a user can read as is. Checks that are not about
-one value (exactly one of ``asgi``/``command``, routes naming known services)
-run on the raw input next to field validation, so one pass reports every
-problem, each at the key it is about.
+one value (exactly one of ``asgi``/``command``, routes naming known services,
+versions and traffic rules across entries, in ``_traffic_checks.py``) run on
+the raw input next to field validation, so one pass reports every problem,
+each at the key it is about.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -31,6 +32,7 @@ from pydantic import (
 from shoal.manifest._checks import (
     AT_KEY,
     AT_VALUE,
+    DEFAULT_VERSION,
     Extra,
     Loc,
     Port,
@@ -42,6 +44,22 @@ from shoal.manifest._checks import (
     field_of,
     problem,
     validate_with,
+)
+from shoal.manifest._policy import (
+    DEFAULT_POLICY,
+    Duration,
+    LimitsPolicy,
+    OutlierPolicy,
+    RetryPolicy,
+    RoutePolicy,
+    ServicePolicy,
+    TrafficPolicy,
+)
+from shoal.manifest._traffic_checks import (
+    entry_extras,
+    order_extras,
+    read_entries,
+    service_problem,
 )
 
 __all__ = [
@@ -139,9 +157,7 @@ class GatewaySpec(BaseModel):
     routes: tuple[RouteSpec, ...] = ()
 
 
-def _service_extras(data: object) -> list[Extra]:
-    if not isinstance(data, Mapping):
-        return []
+def _kind_extras(data: Mapping[object, object]) -> list[Extra]:
     has_asgi = data.get("asgi") is not None
     has_command = data.get("command") is not None
     if has_asgi and has_command:
@@ -158,6 +174,12 @@ def _service_extras(data: object) -> list[Extra]:
     return []
 
 
+def _service_extras(data: object) -> list[Extra]:
+    if not isinstance(data, Mapping):
+        return []
+    return [*_kind_extras(data), *order_extras(data)]
+
+
 class ServiceSpec(BaseModel):
     """One service: an ASGI app (``asgi``) or any program (``command``)."""
 
@@ -167,8 +189,27 @@ class ServiceSpec(BaseModel):
     command: Command | None = None
     port: Port | None = None
     replicas: Replicas = 1
-    version: Version = "v1"
+    version: Version = DEFAULT_VERSION
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    service: ServiceName | None = None
+    """Run as another version of the named service (the entry holds that service's rules)."""
+    timeout: Duration = DEFAULT_POLICY.timeout
+    retries: RetryPolicy = DEFAULT_POLICY.retries
+    outlier: OutlierPolicy = DEFAULT_POLICY.outlier
+    limits: LimitsPolicy = DEFAULT_POLICY.limits
+    routes: tuple[RoutePolicy, ...] = ()
+    traffic: TrafficPolicy = DEFAULT_POLICY.traffic
+
+    def policy(self) -> ServicePolicy:
+        """The traffic policy written under this entry."""
+        return ServicePolicy(
+            timeout=self.timeout,
+            retries=self.retries,
+            outlier=self.outlier,
+            limits=self.limits,
+            routes=self.routes,
+            traffic=self.traffic,
+        )
 
     @property
     def kind(self) -> Literal["asgi", "command"]:
@@ -182,31 +223,23 @@ class ServiceSpec(BaseModel):
         return result
 
 
-def _unknown_service(name: str, known: Sequence[str]) -> str:
-    match = closest(name, known)
-    if match is not None:
-        return f"unknown service {name!r} (did you mean {match!r}?)"
-    if known:
-        return f"unknown service {name!r} (services: {', '.join(sorted(known))})"
-    return f"unknown service {name!r} (no services are defined)"
-
-
 def _manifest_extras(data: object) -> list[Extra]:
     services = field_of(data, "services")
     if not isinstance(services, Mapping):
         return []
     if not services:
         return [(("services",), "needs at least one service", True)]
-    known = [name for name in services if isinstance(name, str)]
+    entries = read_entries(services)
+    extras = entry_extras(entries)
     routes = field_of(field_of(data, "gateway"), "routes")
     if not isinstance(routes, list | tuple):
-        return []
-    extras: list[Extra] = []
+        return extras
     for index, route in enumerate(routes):
         target = field_of(route, "service")
-        if isinstance(target, str) and target not in services:
+        message = service_problem(target, entries) if isinstance(target, str) else None
+        if message is not None:
             loc: Loc = ("gateway", "routes", index, "service")
-            extras.append((loc, _unknown_service(target, known), False))
+            extras.append((loc, message, False))
     return extras
 
 
@@ -235,6 +268,14 @@ class Manifest(BaseModel):
     def instances_total(self) -> int:
         """How many instances run in all: the sum of every service's replicas."""
         return sum(service.replicas for service in self.services.values())
+
+    def service_of(self, entry: str) -> str:
+        """The mesh service that the instances of ``entry`` register as."""
+        return self.services[entry].service or entry
+
+    def policies(self) -> dict[str, ServicePolicy]:
+        """Each mesh service's traffic policy (from its own entry, not its version entries)."""
+        return {name: spec.policy() for name, spec in self.services.items() if spec.service is None}
 
     @model_validator(mode="wrap")
     @classmethod

@@ -19,6 +19,8 @@ _EXPECTED = {
     "int_type": "an integer",
     "int_parsing": "an integer",
     "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
     "string_type": "a string",
     "bool_type": "true or false",
     "bool_parsing": "true or false",

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 from shoal.backbone._connection import Backbone
+from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import read_connection_file
-from shoal.exceptions import BackboneError
+from shoal.exceptions import BackboneError, ShoalError
+from shoal.mesh._policies import PolicySource
 from shoal.registry._discovery import Discovery
-from shoal.runtime._context import current_discovery
+from shoal.runtime._context import current_discovery, current_policies
 
 __all__ = ["NatsOpener", "default_opener"]
 
 
 class NatsOpener:
+    """Discovery and traffic policies: the serving process's own, or a watch of their own."""
+
     def __init__(self, url: str | None = None, app: str | None = None) -> None:
         self._url = url
         self._app = app
         self._backbone: Backbone | None = None
         self._discovery: Discovery | None = None
+        self._policies: NatsPolicies | None = None
+        self._source: PolicySource | None = None
 
     async def open(self) -> Discovery:
         shared = current_discovery()
-        if shared is not None and self._url is None:
+        shared_policies = current_policies()
+        if shared is not None and shared_policies is not None and self._url is None:
+            self._source = shared_policies
             return shared  # inside `shoal serve`: one watch per process
         app_dir = Path(os.environ.get("SHOAL_APP_DIR") or os.getcwd())
         url = self._url or os.environ.get("SHOAL_NATS_URL")
@@ -39,10 +48,19 @@ class NatsOpener:
         app = self._app or os.environ.get("SHOAL_APP") or app_dir.name
         self._backbone = await Backbone.connect(url, name=f"{app}/client")
         self._discovery = Discovery(NatsRegistry(self._backbone, app))
-        await self._discovery.start()
+        self._policies = self._source = NatsPolicies(self._backbone, app)
+        await asyncio.gather(self._discovery.start(), self._policies.start())
         return self._discovery
 
+    def policy_source(self) -> PolicySource:
+        """The live traffic policies; valid once ``open()`` has returned."""
+        if self._source is None:
+            raise ShoalError("the traffic policies are not open yet: await open() first")
+        return self._source
+
     async def aclose(self) -> None:
+        if self._policies is not None:
+            await self._policies.aclose()
         if self._discovery is not None:
             await self._discovery.aclose()
         if self._backbone is not None:

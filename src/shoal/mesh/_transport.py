@@ -1,72 +1,37 @@
 """The outbound mesh transport: ``http://<service>/...`` goes to a ready instance.
 
-Requests to a bare service name (one DNS label, not ``localhost``) are balanced
-over that service's ready instances from discovery and sent over shoal's own
-HTTP/1.1 pool; every other URL passes through to a regular httpx transport.
-A connection refused or reset before anything was sent marks that instance
-down and the same request goes to another one. An idempotent request whose
-small answer is cut off by the instance dying goes to another one too; other
-requests are not repeated once their bytes have left (retry budgets and
-policies come in their own layer).
+Requests to a bare service name (one DNS label, not ``localhost``) go through
+the mesh: the service's policy (deadline, retries inside a budget, outlier
+ejection, bulkhead, version routing, faults, mirroring; see ``_call.py``) over
+its ready instances from discovery, sent over shoal's own HTTP/1.1 pool. Every
+other URL passes through to a regular httpx transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Protocol
 
 import httpx
 
-from shoal.exceptions import EndpointsUnreachableError, NoEndpointsError
+from shoal.exceptions import NoEndpointsError
 from shoal.mesh._balancer import Balancer
-from shoal.mesh._http11 import ConnectFailedError, Http11Pool
+from shoal.mesh._call import Call
+from shoal.mesh._destination import Destination
+from shoal.mesh._http11 import Http11Pool
+from shoal.mesh._mirror import Mirror
+from shoal.mesh._policies import PolicySource, StaticPolicies
+from shoal.mesh._routing import wants_mirror
+from shoal.registry._cache import EndpointCache
 from shoal.registry._discovery import Discovery
-from shoal.registry._records import InstanceRecord
 
 __all__ = ["MeshTransport", "is_service_host"]
 
-DOWN_FOR = 5.0
-"""Seconds an instance that refused a connection is skipped (until it re-registers)."""
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-BUFFER_LIMIT = 64 * 1024
-"""Small, length-delimited answers to idempotent requests are read whole before they are
-returned, so an instance dying mid-answer sends the call elsewhere instead of failing it."""
-
-
-def _small_body(response: httpx.Response) -> bool:
-    length = response.headers.get("content-length")
-    return length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT
-
-
-class _Whole(httpx.AsyncByteStream):
-    """A body already read in full, still served as a stream (aiter_raw works on it)."""
-
-    def __init__(self, content: bytes) -> None:
-        self._content = content
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._content:
-            yield self._content
-
-
-async def _buffered(response: httpx.Response) -> httpx.Response:
-    stream = response.stream
-    assert isinstance(stream, httpx.AsyncByteStream)
-    try:
-        content = b"".join([chunk async for chunk in stream])
-    finally:
-        await stream.aclose()
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers.raw,
-        stream=_Whole(content),
-        extensions=response.extensions,
-        request=response.request,
-    )
+_DEFAULTS = StaticPolicies()
 
 
 def is_service_host(host: str) -> bool:
@@ -89,12 +54,21 @@ class MeshTransport(httpx.AsyncBaseTransport):
         pool: Http11Pool | None = None,
         fallback: httpx.AsyncBaseTransport | None = None,
         balancer: Balancer | None = None,
+        policies: PolicySource | None = None,
+        rng: random.Random | None = None,
+        caller: str | None = None,
     ) -> None:
         self._discovery = discovery
         self._opener = opener
-        self._pool = pool or Http11Pool()
+        self.pool = pool or Http11Pool()
         self._fallback = fallback or httpx.AsyncHTTPTransport()
         self.balancer = balancer or Balancer()
+        self._policies = policies
+        self.rng = rng or random.Random()
+        self.caller = caller if caller is not None else os.environ.get("SHOAL_SERVICE", "")
+        """The service this process is, sent as ``shoal-caller`` (rate limits per caller)."""
+        self.destinations: dict[str, Destination] = {}
+        self.mirror = Mirror(self)
         self._lock = asyncio.Lock()
         self._generation = -1
 
@@ -106,43 +80,33 @@ class MeshTransport(httpx.AsyncBaseTransport):
         cache = discovery.cache
         if cache.generation != self._generation:  # membership changed: forget the departed
             self._generation = cache.generation
-            self.balancer.forget({r.instance for s in cache.services() for r in cache.instances(s)})
+            self._forget(cache)
         candidates = discovery.ready(service)
         if not candidates:
             raise NoEndpointsError(_no_endpoints(service, discovery), request=request)
-        balancer = self.balancer
-        refused: list[tuple[InstanceRecord, Exception]] = []
-        tried: set[str] = set()
-        while True:
-            record = balancer.pick(candidates, tried)
-            if record is None and not refused:
-                # Every candidate is marked down: try them anyway rather than fail untried.
-                record = _first_untried(candidates, tried)
-            if record is None:
-                cut_off = [exc for _, exc in refused if not isinstance(exc, ConnectFailedError)]
-                if cut_off:  # an instance broke off its answer: say so, not "unreachable"
-                    raise cut_off[-1]
-                raise EndpointsUnreachableError(_unreachable(service, refused), request=request)
-            started = balancer.start(record.instance)
-            try:
-                response = await self._pool.send(record.host, record.port, request)
-                if request.method in IDEMPOTENT and _small_body(response):
-                    response = await _buffered(response)
-            except (ConnectFailedError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-                balancer.abandon(record.instance)
-                if not isinstance(exc, ConnectFailedError) and request.method not in IDEMPOTENT:
-                    raise  # bytes of a non-idempotent request may have been acted on
-                balancer.mark_down(record.instance, DOWN_FOR)
-                self._pool.drop_endpoint(record.host, record.port)
-                tried.add(record.instance)
-                refused.append((record, exc))
-                continue
-            except BaseException:
-                balancer.abandon(record.instance)
-                raise
-            balancer.finish(record.instance, started)
-            response.extensions["shoal.instance"] = record.instance
-            return response
+        dest = self._destination(service)
+        call = Call(self, request, dest, candidates)
+        if dest.policy.traffic.mirror is None:
+            return await call.run()
+        mirror_to = wants_mirror(dest.policy.traffic, self.rng)
+        if mirror_to is None:
+            return await call.run()
+        return await self.mirror.run(call, mirror_to, candidates)
+
+    def _destination(self, service: str) -> Destination:
+        policy = (self._policies or _DEFAULTS).get(service)
+        dest = self.destinations.get(service)
+        if dest is None:
+            dest = self.destinations[service] = Destination(service, policy)
+        elif dest.policy is not policy:
+            dest.update(policy)
+        return dest
+
+    def _forget(self, cache: EndpointCache) -> None:
+        present = {r.instance for s in cache.services() for r in cache.instances(s)}
+        self.balancer.forget(present)
+        for dest in self.destinations.values():
+            dest.outlier.forget(present)
 
     async def _open(self) -> Discovery:
         async with self._lock:
@@ -152,10 +116,14 @@ class MeshTransport(httpx.AsyncBaseTransport):
 
                     self._opener = default_opener()
                 self._discovery = await self._opener.open()
+            if self._policies is None:
+                found = self._opener.policy_source() if self._opener is not None else None
+                self._policies = found if found is not None else StaticPolicies()
             return self._discovery
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await self.mirror.aclose()
+        await self.pool.aclose()
         await self._fallback.aclose()
         if self._opener is not None:
             await self._opener.aclose()
@@ -166,11 +134,9 @@ class _Opener(Protocol):
 
     async def open(self) -> Discovery: ...
 
+    def policy_source(self) -> PolicySource | None: ...
+
     async def aclose(self) -> None: ...
-
-
-def _first_untried(candidates: list[InstanceRecord], tried: set[str]) -> InstanceRecord | None:
-    return next((r for r in candidates if r.instance not in tried), None)
 
 
 def _no_endpoints(service: str, discovery: Discovery) -> str:
@@ -184,8 +150,3 @@ def _no_endpoints(service: str, discovery: Discovery) -> str:
     states = Counter(r.state for r in present)
     detail = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     return f"no ready instance of service {service!r}: {len(present)} registered ({detail})"
-
-
-def _unreachable(service: str, refused: list[tuple[InstanceRecord, Exception]]) -> str:
-    detail = "; ".join(f"{r.instance} at {r.address}: {exc}" for r, exc in refused)
-    return f"every instance of service {service!r} refused or dropped the connection ({detail})"

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shoal.registry._discovery import Discovery
 
-__all__ = ["current_discovery", "set_current_discovery"]
+if TYPE_CHECKING:
+    from shoal.mesh._policies import PolicySource
+
+__all__ = [
+    "current_discovery",
+    "current_policies",
+    "set_current_discovery",
+    "set_current_policies",
+]
 
 _discovery: Discovery | None = None
+_policies: PolicySource | None = None
 
 
 def current_discovery() -> Discovery | None:
@@ -17,3 +28,13 @@ def current_discovery() -> Discovery | None:
 def set_current_discovery(discovery: Discovery | None) -> None:
     global _discovery
     _discovery = discovery
+
+
+def current_policies() -> PolicySource | None:
+    """The live traffic policies of the serving runtime in this process, if any."""
+    return _policies
+
+
+def set_current_policies(policies: PolicySource | None) -> None:
+    global _policies
+    _policies = policies

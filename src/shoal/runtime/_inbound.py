@@ -1,8 +1,12 @@
-"""Inbound ASGI middleware: the reserved ``/.shoal/`` admin paths and the instance header."""
+"""Inbound ASGI middleware: the reserved ``/.shoal/`` admin paths, the instance header,
+and the mesh's inbound guard (deadlines, rate limits, load shedding) around the app."""
 
 from __future__ import annotations
 
 from shoal._asgi import send_json
+from shoal.manifest._policy import DEFAULT_POLICY, LimitsPolicy, ServicePolicy
+from shoal.mesh._guard import InboundGuard
+from shoal.mesh._policies import PolicySource
 from shoal.registry._records import InstanceRecord
 from shoal.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,11 +31,36 @@ class InstanceStatus:
         return self.record
 
 
+class _ProcessPolicies:
+    """The serving process's live policies, looked up per request (they arrive later)."""
+
+    def get(self, service: str) -> ServicePolicy:
+        from shoal.runtime._context import current_policies
+
+        policies = current_policies()
+        return policies.get(service) if policies is not None else DEFAULT_POLICY
+
+
+class _GatewayPolicies:
+    """The gateway forwards; the services behind it shed their own load."""
+
+    _policy = ServicePolicy(limits=LimitsPolicy(adaptive=False))
+
+    def get(self, service: str) -> ServicePolicy:
+        return self._policy
+
+
 class Inbound:
     """Wraps the user's ASGI app; answers ``/.shoal/live`` and ``/.shoal/ready`` itself."""
 
-    def __init__(self, app: ASGIApp, status: InstanceStatus) -> None:
-        self.app = app
+    def __init__(
+        self, app: ASGIApp, status: InstanceStatus, *, policies: PolicySource | None = None
+    ) -> None:
+        service = status.record.service
+        if policies is None:
+            policies = _GatewayPolicies() if service == "gateway" else _ProcessPolicies()
+        self.guard = InboundGuard(app, service, policies)
+        self.app: ASGIApp = self.guard
         self.status = status
         self._header = (INSTANCE_HEADER, status.record.instance.encode())
 

@@ -1,7 +1,8 @@
 """`shoal serve`: run one instance of an ASGI app inside the mesh runtime.
 
 Order of life: import the app, bind the port (clear errors for both before
-anything else starts), connect to the backbone, start discovery, serve with
+anything else starts), connect to the backbone, start discovery and the live
+traffic policies (both published to the process, see ``_context``), serve with
 uvicorn (uvloop, httptools); once the app's startup has completed, register
 as ready and heartbeat. On SIGTERM or SIGINT: deregister first, give watchers a
 moment to drop this instance, then let uvicorn finish in-flight requests within
@@ -25,11 +26,12 @@ from typing import Any
 import uvicorn
 
 from shoal.backbone._connection import Backbone
+from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.exceptions import PortInUseError, ServeError
 from shoal.registry._discovery import Discovery
 from shoal.registry._records import InstanceRecord
-from shoal.runtime._context import set_current_discovery
+from shoal.runtime._context import set_current_discovery, set_current_policies
 from shoal.runtime._inbound import Inbound, InstanceStatus
 from shoal.runtime._loader import import_app
 from shoal.runtime._registration import Registration
@@ -123,13 +125,15 @@ async def _serve(
     status = InstanceStatus(record)
     backbone = await Backbone.connect(settings.nats_url, name=f"{settings.app}/{settings.instance}")
     discovery = Discovery(NatsRegistry(backbone, settings.app))
+    policies = NatsPolicies(backbone, settings.app)
     registration = Registration(
         NatsRegistry(backbone, settings.app), status, settings.heartbeat_interval
     )
     unsubscribe = backbone.on_back(registration.refresh_now)
     try:
-        await discovery.start()
+        await asyncio.gather(discovery.start(), policies.start())
         set_current_discovery(discovery)
+        set_current_policies(policies)
         config = uvicorn.Config(
             Inbound(app, status),
             loop="none",
@@ -169,6 +173,8 @@ async def _serve(
     finally:
         unsubscribe()
         set_current_discovery(None)
+        set_current_policies(None)
+        await policies.aclose()
         await discovery.aclose()
         await backbone.aclose()
 

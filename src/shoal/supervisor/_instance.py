@@ -35,6 +35,7 @@ class InstancePlan:
 
     app: str
     service: str
+    """The mesh service it registers as."""
     instance: str
     version: str
     argv: tuple[str, ...]
@@ -43,6 +44,12 @@ class InstancePlan:
     port: int | None = None
     """For command services: the ``$PORT`` the program must listen on."""
     registry_ttl: float = 2.5
+    entry: str = ""
+    """The manifest entry it runs (its log file's name); ``service`` if not given."""
+
+    def __post_init__(self) -> None:
+        if not self.entry:
+            object.__setattr__(self, "entry", self.service)
 
 
 def asgi_argv(target: str) -> tuple[str, ...]:
@@ -115,7 +122,7 @@ class SupervisedInstance:
             self.restarts += 1
             self.state = "crash-loop" if self.backoff.crash_looping else "backoff"
             self.logs.line(
-                self.plan.service,
+                self.plan.entry,
                 self.name,
                 f"[shoal] exited with code {code}; restarting in {delay:.0f} s",
             )
@@ -136,7 +143,7 @@ class SupervisedInstance:
                 start_new_session=True,
             )
         except OSError as exc:
-            self.logs.line(self.plan.service, self.name, f"[shoal] cannot start: {exc}")
+            self.logs.line(self.plan.entry, self.name, f"[shoal] cannot start: {exc}")
             return 127
         self._proc = proc
         self.pid = proc.pid
@@ -164,7 +171,7 @@ class SupervisedInstance:
                 raw = await proc.stdout.read(65536)
             if not raw:
                 return
-            self.logs.line(self.plan.service, self.name, raw.decode("utf-8", "replace").rstrip())
+            self.logs.line(self.plan.entry, self.name, raw.decode("utf-8", "replace").rstrip())
 
     async def _probe_and_register(self) -> None:
         """Command services: wait until $PORT accepts, then register on their behalf."""

@@ -1,10 +1,11 @@
 """The supervisor: runs every replica of every service of one app, and nothing in the request path.
 
-Start: the embedded NATS (or ``SHOAL_NATS_URL``), a registry watch, then every
-instance in parallel, the gateway last. Readiness comes from the registry (an
-ASGI instance registers itself once its app has started; command instances are
-probed and registered by the supervisor). Stop: gateway first, then services
-(each drains itself on SIGTERM), then NATS.
+Start: the embedded NATS (or ``SHOAL_NATS_URL``), a registry watch, the
+manifest's traffic policies published, then every instance in parallel, the
+gateway last; then the manifest file is watched and its policies applied live.
+Readiness comes from the registry (an ASGI instance registers itself once its
+app has started; command instances are probed and registered by the supervisor).
+Stop: gateway first, then services (each drains itself on SIGTERM), then NATS.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.backbone._connection import Backbone
+from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import EmbeddedNats
 from shoal.exceptions import ShoalError
@@ -31,10 +33,13 @@ from shoal.supervisor._instance import (
     free_port,
 )
 from shoal.supervisor._logs import ConsoleWriter, LogSink
+from shoal.supervisor._reloader import ApplyResult, ManifestReloader
 
-__all__ = ["GATEWAY", "Supervisor", "check_gateway_port", "gateway_port"]
+__all__ = ["GATEWAY", "SHOAL_LOG", "Supervisor", "check_gateway_port", "gateway_port"]
 
 GATEWAY = "gateway"
+SHOAL_LOG = "shoal"
+"""The supervisor's own lines: ``.shoal/logs/shoal.log``, shown as instance ``shoal``."""
 
 
 def gateway_port(manifest: Manifest) -> int | None:
@@ -64,7 +69,13 @@ def check_gateway_port(manifest: Manifest) -> None:
 
 
 class Supervisor:
-    def __init__(self, manifest: Manifest, *, console: ConsoleWriter | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        console: ConsoleWriter | None = None,
+        manifest_poll: float = 1.0,
+    ) -> None:
         self.manifest = manifest
         self.app = manifest.app
         self.directory = manifest.directory
@@ -79,6 +90,10 @@ class Supervisor:
         self.nats_url = ""
         self.changed = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._policies: NatsPolicies | None = None
+        self._reloader: ManifestReloader | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._manifest_poll = manifest_poll
 
     # -- start ---------------------------------------------------------------------
 
@@ -94,6 +109,8 @@ class Supervisor:
         self._registry = NatsRegistry(self._backbone, self.app)
         self.discovery = Discovery(NatsRegistry(self._backbone, self.app))
         await self.discovery.start()
+        self._policies = NatsPolicies(self._backbone, self.app)
+        await self._policies.publish(self.manifest.policies())
         for name, spec in self.manifest.services.items():
             self.instances[name] = []
             for _ in range(spec.replicas):
@@ -101,15 +118,29 @@ class Supervisor:
         if self.manifest.gateway is not None:
             self.instances[GATEWAY] = []
             self._spawn(GATEWAY, None)
+        self._reloader = ManifestReloader(
+            self.manifest,
+            self._policies,
+            self.say,
+            on_applied=self._adopt,
+            interval=self._manifest_poll,
+        )
+        self._reload_task = asyncio.create_task(self._reloader.run(), name="shoal-manifest-watch")
 
     def _plan(self, service: str, spec: ServiceSpec | None) -> InstancePlan:
+        """How to run the next instance of entry ``service`` (named ``<entry>-<n>``).
+
+        It registers as the entry's mesh service: a version entry's instances
+        (``catalog-v2: {service: catalog}``) join ``catalog``'s.
+        """
         counter = self._counters.setdefault(service, itertools.count(1))
         instance = f"{service}-{next(counter)}"
+        mesh = service if spec is None else self.manifest.service_of(service)
         env = base_env()
         env.update(
             {
                 "SHOAL_APP": self.app,
-                "SHOAL_SERVICE": service,
+                "SHOAL_SERVICE": mesh,
                 "SHOAL_INSTANCE": instance,
                 "SHOAL_NATS_URL": self.nats_url,
                 "SHOAL_APP_DIR": str(self.directory),
@@ -126,7 +157,7 @@ class Supervisor:
             env["SHOAL_PORT"] = "0"
             argv = asgi_argv(spec.asgi)
             return InstancePlan(
-                self.app, service, instance, spec.version, argv, env, self.directory
+                self.app, mesh, instance, spec.version, argv, env, self.directory, entry=service
             )
         assert spec.command is not None
         port = spec.port or free_port()
@@ -136,7 +167,7 @@ class Supervisor:
             a.replace("${PORT}", str(port)).replace("$PORT", str(port)) for a in spec.command
         )
         return InstancePlan(
-            self.app, service, instance, spec.version, argv, env, self.directory, port
+            self.app, mesh, instance, spec.version, argv, env, self.directory, port, entry=service
         )
 
     def _spawn(self, service: str, spec: ServiceSpec | None) -> SupervisedInstance:
@@ -150,6 +181,25 @@ class Supervisor:
 
     def _notify(self) -> None:
         self.changed.set()
+
+    def say(self, text: str) -> None:
+        """One line of the supervisor's own log (and the console of `shoal up`)."""
+        self.logs.line(SHOAL_LOG, SHOAL_LOG, text)
+
+    # -- live changes --------------------------------------------------------------
+
+    async def apply(self) -> ApplyResult:
+        """Re-read the manifest and publish its traffic policy; ``ManifestError`` if invalid.
+
+        Other changes are not applied: the result says which `shoal scale` or
+        `shoal restart` applies them (both then use the new manifest).
+        """
+        if self._reloader is None:
+            raise ShoalError(f"app {self.app!r} is still starting; try again in a moment")
+        return await self._reloader.apply()
+
+    def _adopt(self, manifest: Manifest) -> None:
+        self.manifest = manifest
 
     # -- readiness -----------------------------------------------------------------
 
@@ -180,7 +230,7 @@ class Supervisor:
         if not 0 <= replicas <= 64:
             raise ShoalError(f"replicas must be between 0 and 64, got {replicas}")
         async with self._lock(service):
-            current = self.instances[service]
+            current = self.instances.setdefault(service, [])  # new in the manifest: none yet
             while len(current) < replicas:
                 self._spawn(service, spec)
             if len(current) > replicas:
@@ -223,6 +273,9 @@ class Supervisor:
 
     async def stop(self, *, force: bool = False) -> None:
         """Gateway first, then every service in parallel, then the backbone."""
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            await asyncio.wait({self._reload_task}, timeout=5.0)
         gateway = self.instances.get(GATEWAY, [])
         await asyncio.gather(*(i.stop(force=force) for i in gateway))
         rest = [i for name, insts in self.instances.items() if name != GATEWAY for i in insts]

@@ -1,0 +1,355 @@
+"""One mesh call, start to finish: deadline, faults, bulkhead, attempts, retries.
+
+The order of a call:
+
+1. its deadline: the nearer of the service's (or route's) ``timeout`` and the
+   deadline inherited from the request being handled; already past → fail;
+2. its version (header match, else weighted split) and injected faults
+   (an abort answers at once with ``shoal-reason: fault-injected``);
+3. a slot in the destination's bulkhead, or ``overloaded`` at once;
+4. attempts: an eligible instance (not ejected, chosen by the balancer), the
+   remaining time sent in ``shoal-timeout``; a refused connection goes
+   elsewhere at once; a 502/503/504 or a cut-off answer is retried only when
+   the request is safe to repeat, after full-jitter backoff, while the retry
+   budget and the deadline allow. Every attempt is recorded for ``--explain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import httpx
+
+from shoal.exceptions import (
+    BreakerOpenError,
+    BudgetExhaustedError,
+    CallTimeoutError,
+    DeadlineExceededError,
+    EndpointsUnreachableError,
+    OverloadedError,
+    TransportError,
+    UpstreamError,
+)
+from shoal.manifest._policy import RoutePolicy
+from shoal.mesh import _deadline
+from shoal.mesh._attempts import ATTEMPTS, Attempt
+from shoal.mesh._backoff import full_jitter
+from shoal.mesh._body import buffered, replayable_size, small_body
+from shoal.mesh._destination import Destination
+from shoal.mesh._http11 import ConnectFailedError
+from shoal.mesh._routing import choose_version, decide_faults
+from shoal.registry._records import InstanceRecord
+
+if TYPE_CHECKING:
+    from shoal.mesh._transport import MeshTransport
+
+__all__ = ["CALLER_HEADER", "REASON_HEADER", "RETRYABLE_STATUS", "SAFE_METHODS", "Call"]
+
+REASON_HEADER = "shoal-reason"
+CALLER_HEADER = "shoal-caller"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+RETRY_BODY_LIMIT = 64 * 1024
+"""A request body larger than this is never sent twice."""
+DOWN_FOR = 5.0
+"""Seconds an instance that refused a connection is skipped (until it re-registers)."""
+
+
+class Call:
+    """The state of one call through :class:`MeshTransport`."""
+
+    def __init__(
+        self,
+        transport: MeshTransport,
+        request: httpx.Request,
+        dest: Destination,
+        candidates: list[InstanceRecord],
+    ) -> None:
+        self.t = transport
+        self.request = request
+        self.dest = dest
+        self.candidates = candidates
+        self.attempts: list[Attempt] = []
+        policy = dest.policy
+        self.route: RoutePolicy | None = policy.route(request.method, request.url.path)
+        route = self.route
+        self.max_attempts = (
+            route.attempts if route and route.attempts is not None else policy.retries.attempts
+        )
+        self.safe = self._safe_to_repeat()
+        timeout = route.timeout if route and route.timeout is not None else policy.timeout
+        own = _deadline.now() + timeout
+        inherited = _deadline.current_deadline()
+        self.inherited = inherited is not None and inherited <= own
+        self.deadline = inherited if inherited is not None and self.inherited else own
+        self.timeout = timeout
+
+    def _safe_to_repeat(self) -> bool:
+        request = self.request
+        size = replayable_size(request)
+        if size is None or size > RETRY_BODY_LIMIT:
+            return False
+        if self.route is not None and self.route.idempotent is not None:
+            return self.route.idempotent
+        return request.method in SAFE_METHODS or "idempotency-key" in request.headers
+
+    # -- errors ----------------------------------------------------------------
+
+    def _fail(self, kind: type[TransportError], message: str) -> TransportError:
+        service = self.dest.service
+        return kind(
+            f"{self.request.method} http://{service}{self.request.url.raw_path.decode()}: "
+            f"{message}",
+            request=self.request,
+            attempts=self.attempts,
+        )
+
+    def _late(self) -> TransportError:
+        if self.inherited:
+            return self._fail(
+                DeadlineExceededError,
+                "the deadline of the request being handled passed (deadline-exceeded)",
+            )
+        return self._fail(CallTimeoutError, f"no answer within its timeout of {self.timeout:g}s")
+
+    def _left(self) -> float:
+        return self.deadline - _deadline.now()
+
+    # -- the call --------------------------------------------------------------
+
+    async def run(self) -> httpx.Response:
+        if self._left() <= 0:
+            self.attempts.append(Attempt("", outcome="deadline already passed", decision="gave up"))
+            raise self._late()
+        policy = self.dest.policy
+        rng = self.t.rng
+        version, why = choose_version(policy.traffic, self.request.headers, rng)
+        if version is not None:
+            self._narrow_to(version, why)
+        elif policy.traffic.mirror is not None:  # the shadow version gets mirrored copies only
+            shadow = policy.traffic.mirror.version
+            self.candidates = [r for r in self.candidates if r.version != shadow] or self.candidates
+        delay, abort = decide_faults(policy.traffic.faults, rng)
+        if abort is not None:
+            return self._aborted(abort)
+        if delay > 0:
+            await self._delay(delay)
+        dest = self.dest
+        if not dest.bulkhead.try_acquire():
+            limit = dest.bulkhead.limit
+            self.attempts.append(
+                Attempt("", outcome=f"{limit} calls in flight", decision="refused")
+            )
+            raise self._fail(
+                OverloadedError,
+                f"this process already has {limit} calls in flight to the service "
+                "(limits.concurrency); refusing at once instead of queueing",
+            )
+        try:
+            return await self._attempts()
+        finally:
+            dest.bulkhead.release()
+
+    def _narrow_to(self, version: str, why: str) -> None:
+        subset = [r for r in self.candidates if r.version == version]
+        if subset:
+            self.candidates = subset
+            self.attempts.append(Attempt("", outcome=f"version {version}", decision=why))
+        else:
+            note = f"no ready instance of version {version}; any version"
+            self.attempts.append(Attempt("", outcome=note, decision=why))
+
+    def _aborted(self, status: int) -> httpx.Response:
+        self.attempts.append(Attempt("", outcome=f"abort {status}", decision="fault-injected"))
+        response = httpx.Response(
+            status,
+            headers={REASON_HEADER: "fault-injected", "content-type": "text/plain"},
+            content=b"fault injected by the mesh (traffic.faults.abort)\n",
+            request=self.request,
+        )
+        response.extensions[ATTEMPTS] = self.attempts
+        return response
+
+    async def _delay(self, seconds: float) -> None:
+        left = self._left()
+        self.attempts.append(
+            Attempt("", outcome=f"delay {seconds * 1000:.0f} ms", decision="fault-injected")
+        )
+        if seconds >= left:
+            await asyncio.sleep(max(left, 0))
+            raise self._late()
+        await asyncio.sleep(seconds)
+
+    async def _attempts(self) -> httpx.Response:
+        self.dest.budget.record_request()
+        refused: set[str] = set()
+        tried: set[str] = set()
+        number = 0
+        while True:
+            number += 1
+            record = self._pick(tried, refused)
+            tried.add(record.instance)
+            try:
+                response = await self._send(record, number)
+            except _Retry as retry:
+                if retry.refused:
+                    refused.add(record.instance)
+                await self._before_retry(number, retry)
+                continue
+            return response
+
+    def _pick(self, tried: set[str], refused: set[str]) -> InstanceRecord:
+        outlier = self.dest.outlier
+        live = [r for r in self.candidates if r.instance not in refused]
+        if not live:
+            raise self._fail(
+                EndpointsUnreachableError,
+                f"every instance of service {self.dest.service!r} refused the connection "
+                f"({_where(self.candidates)})",
+            )
+        eligible_ids = set(outlier.eligible([r.instance for r in live]))
+        eligible = [r for r in live if r.instance in eligible_ids]
+        if not eligible:
+            ejected = outlier.ejected()
+            detail = ", ".join(f"{i} for {s:.0f}s more" for i, s in sorted(ejected.items()))
+            self.attempts.append(Attempt("", outcome="all instances ejected", decision="gave up"))
+            raise self._fail(
+                BreakerOpenError,
+                f"every instance is ejected after repeated failures ({detail or 'probing'}); "
+                "failing fast (breaker-open)",
+            )
+        balancer = self.t.balancer
+        record = balancer.pick(eligible, tried) or balancer.pick(eligible)
+        if record is None:  # every eligible one is marked down: try one anyway
+            record = eligible[0]
+        return record
+
+    async def _send(self, record: InstanceRecord, number: int) -> httpx.Response:
+        request = self.request
+        left = self._left()
+        if left <= 0:
+            raise self._late()
+        request.headers[_deadline.TIMEOUT_HEADER] = _deadline.format_timeout(left)
+        if self.t.caller:
+            request.headers[CALLER_HEADER] = self.t.caller
+        attempt = Attempt(record.instance, record.address, record.version)
+        self.attempts.append(attempt)
+        balancer, outlier = self.t.balancer, self.dest.outlier
+        started = balancer.start(record.instance)
+        outlier.started(record.instance)
+        try:
+            async with asyncio.timeout(left):
+                response = await self.t.pool.send(record.host, record.port, request)
+                if (self.safe or request.method in SAFE_METHODS) and small_body(response):
+                    response = await buffered(response)
+        except ConnectFailedError as exc:
+            self._failed(record, attempt, started, f"connect failed: {exc}")
+            balancer.mark_down(record.instance, DOWN_FOR)
+            self.t.pool.drop_endpoint(record.host, record.port)
+            raise self._retry_or_stop(attempt, number, "connect failed", refused=True) from exc
+        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            self._failed(record, attempt, started, f"answer cut off: {exc}")
+            self.t.pool.drop_endpoint(record.host, record.port)
+            if not self.safe:
+                attempt.decision = "gave up: not safe to repeat"
+                raise self._fail(UpstreamError, f"{record.instance} broke off its answer") from exc
+            raise self._retry_or_stop(attempt, number, "answer cut off") from exc
+        except TimeoutError as exc:
+            self._failed(record, attempt, started, "timed out")
+            attempt.decision = "gave up: deadline"
+            raise self._late() from exc
+        except httpx.TimeoutException as exc:  # the client's own read/write timeout
+            self._failed(record, attempt, started, "timed out")
+            attempt.decision = "gave up: client timeout"
+            message = f"{record.instance} did not answer in time ({type(exc).__name__}: {exc})"
+            raise self._fail(CallTimeoutError, message) from exc
+        except BaseException:
+            balancer.abandon(record.instance)
+            outlier.abandoned(record.instance)
+            raise
+        balancer.finish(record.instance, started)
+        attempt.latency = _deadline.now() - started
+        status = response.status_code
+        reason = response.headers.get(REASON_HEADER)
+        attempt.outcome = f"{status} {reason}" if reason else str(status)
+        outlier.record(record.instance, status < 500)
+        if status in RETRYABLE_STATUS and self.safe and number < self.max_attempts:
+            retry = self._retry_or_stop(attempt, number, attempt.outcome, response=response)
+            await response.aclose()
+            raise retry
+        if status in RETRYABLE_STATUS and self.safe:
+            attempt.decision = f"gave up: {number} attempts used"
+            if REASON_HEADER not in response.headers:
+                response.headers[REASON_HEADER] = "upstream-error"
+        else:
+            attempt.decision = "returned"
+        response.extensions[ATTEMPTS] = self.attempts
+        response.extensions["shoal.instance"] = record.instance
+        return response
+
+    def _failed(self, record: InstanceRecord, attempt: Attempt, started: float, why: str) -> None:
+        self.t.balancer.abandon(record.instance)
+        self.dest.outlier.record(record.instance, False)
+        attempt.latency = _deadline.now() - started
+        attempt.outcome = why
+
+    def _retry_or_stop(
+        self,
+        attempt: Attempt,
+        number: int,
+        why: str,
+        *,
+        refused: bool = False,
+        response: httpx.Response | None = None,
+    ) -> Exception:
+        """A retry marker when another attempt may be made, else the error to raise."""
+        if number >= self.max_attempts:
+            attempt.decision = f"gave up: {number} attempts used"
+            if refused:
+                return self._fail(
+                    EndpointsUnreachableError,
+                    f"{number} attempts failed to connect ({_attempted(self.attempts)})",
+                )
+            return self._fail(
+                UpstreamError, f"the service failed before answering, {number} attempts ({why})"
+            )
+        if not self.dest.budget.try_retry():
+            attempt.decision = "gave up: retry budget exhausted"
+            return self._fail(
+                BudgetExhaustedError,
+                f"{why}, and the retry budget is spent (retries may add "
+                f"{self.dest.policy.retries.budget.percent:g}% of requests plus "
+                f"{self.dest.policy.retries.budget.min_per_second:g}/s)",
+            )
+        return _Retry(why, refused=refused)
+
+    async def _before_retry(self, number: int, retry: _Retry) -> None:
+        attempt = self.attempts[-1]
+        if retry.refused:  # nothing was sent: go elsewhere at once
+            attempt.decision = f"retry at once elsewhere: {retry.why}"
+            return
+        backoff = self.dest.policy.retries.backoff
+        pause = full_jitter(number, base=backoff.base, cap=backoff.cap, rng=self.t.rng)
+        if pause >= self._left():
+            attempt.decision = f"gave up: no time left for a retry after {pause * 1000:.0f} ms"
+            raise self._late()
+        attempt.decision = f"retry after {pause * 1000:.0f} ms: {retry.why}"
+        await asyncio.sleep(pause)
+
+
+class _Retry(Exception):
+    """Internal: make another attempt."""
+
+    def __init__(self, why: str, *, refused: bool) -> None:
+        self.why = why
+        self.refused = refused
+
+
+def _where(records: Sequence[InstanceRecord]) -> str:
+    return ", ".join(f"{r.instance} at {r.address}" for r in records) or "none"
+
+
+def _attempted(attempts: Sequence[Attempt]) -> str:
+    return "; ".join(f"{a.instance}: {a.outcome}" for a in attempts if a.instance)
