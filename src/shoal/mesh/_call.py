@@ -274,12 +274,15 @@ class Call:
         status = response.status_code
         reason = response.headers.get(REASON_HEADER)
         attempt.outcome = f"{status} {reason}" if reason else str(status)
-        outlier.record(record.instance, status < 500)
-        if status in RETRYABLE_STATUS and self.safe and number < self.max_attempts:
-            retry = self._retry_or_stop(attempt, number, attempt.outcome, response=response)
+        # a caller's deadline passing is not the instance's failure
+        outlier.record(record.instance, status < 500 or reason == "deadline-exceeded")
+        if reason == "deadline-exceeded":  # no retry can be in time
+            attempt.decision = "returned: the deadline has passed"
+        elif status in RETRYABLE_STATUS and self.safe and number < self.max_attempts:
+            retry = self._retry_or_stop(attempt, number, attempt.outcome)
             await response.aclose()
             raise retry
-        if status in RETRYABLE_STATUS and self.safe:
+        elif status in RETRYABLE_STATUS and self.safe:
             attempt.decision = f"gave up: {number} attempts used"
             if REASON_HEADER not in response.headers:
                 response.headers[REASON_HEADER] = "upstream-error"
@@ -302,7 +305,6 @@ class Call:
         why: str,
         *,
         refused: bool = False,
-        response: httpx.Response | None = None,
     ) -> Exception:
         """A retry marker when another attempt may be made, else the error to raise."""
         if number >= self.max_attempts:

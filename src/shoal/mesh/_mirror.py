@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -86,9 +87,13 @@ class Mirror:
         except BaseException:
             primary.set_result(None)
             raise
-        content = response.stream.content if isinstance(response.stream, Whole) else None
-        digest = hashlib.sha256(content).hexdigest() if content is not None else None
-        primary.set_result((response.status_code, digest))
+        stream = response.stream
+        if isinstance(stream, Whole):
+            primary.set_result((response.status_code, hashlib.sha256(stream.content).hexdigest()))
+        elif isinstance(stream, httpx.AsyncByteStream):  # hash it as the caller reads it
+            response.stream = _Hashing(stream, response.status_code, primary)
+        else:
+            primary.set_result((response.status_code, None))
         return response
 
     async def _shadow(
@@ -110,8 +115,11 @@ class Mirror:
                 "mirror of %s %s to %s %s failed: %s", copy.method, copy.url, service, version, exc
             )
             return
-        first = await primary
-        if first is None:  # the primary call failed: nothing to compare
+        try:  # the primary's body is hashed as its caller reads it: wait for that, bounded
+            first = await asyncio.wait_for(primary, max(deadline - _deadline.now(), 0) + 5)
+        except TimeoutError:
+            first = None
+        if first is None:  # the primary call failed or was never read: nothing to compare
             return
         if _same(first, shadow):
             stats.matched += 1
@@ -160,6 +168,30 @@ class Mirror:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Hashing(httpx.AsyncByteStream):
+    """The primary's body, passed through unchanged while its SHA-256 is taken."""
+
+    def __init__(
+        self, inner: httpx.AsyncByteStream, status: int, done: asyncio.Future[_Answer | None]
+    ) -> None:
+        self._inner = inner
+        self._status = status
+        self._done = done
+        self._digest = hashlib.sha256()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._digest.update(chunk)
+            yield chunk
+        if not self._done.done():
+            self._done.set_result((self._status, self._digest.hexdigest()))
+
+    async def aclose(self) -> None:
+        if not self._done.done():  # closed before the end: the body is not known
+            self._done.set_result((self._status, None))
+        await self._inner.aclose()
 
 
 def _same(a: _Answer, b: _Answer) -> bool:
