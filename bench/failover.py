@@ -1,25 +1,30 @@
-"""Failover under load: one of three replicas SIGKILLed, then one that hangs.
+"""Failover under load: one of three replicas SIGKILLed, hung, or frozen.
 
 Three real `shoal serve` replicas of this module's ``app`` (a GET answers after
 1 ms of simulated I/O; ``POST /hang`` makes that replica never answer a request
 again, while it keeps heartbeating) register in an embedded NATS. One
 ``shoal.client()``, with its own discovery from NATS, drives an open loop of
 RATE GET/s: each request starts on schedule as a task of its own, latency counts
-from the scheduled start (no coordinated omission). Each phase: 1 s warm-up,
-BEFORE s steady, the fault, AFTER s more.
+from the scheduled start (no coordinated omission). Each phase has three fresh
+replicas and a fresh client: 1 s warm-up, BEFORE s steady, the fault, AFTER s more.
 
-* kill: default policy (10 s timeout). Reports failed GETs, the time from the
-  SIGKILL to the last request that had an attempt on the dead replica (from
-  ``response.extensions["shoal.attempts"]``), p50/p99 before and after. Baseline
-  of that time: when a separate discovery watcher saw the dead replica drop out
-  of the registry in the same run (its TTL running out), i.e. what discovery
-  alone would take.
-* hang: three fresh replicas of another service, service timeout TIMEOUT s
-  (``ServicePolicy``). Reports failed GETs, the longest any call waited, when the
-  hung replica was ejected (``outlier.ejected()``, polled every 5 ms) and how
-  many attempts went to it.
+* kill: SIGKILL one replica; default policy (10 s timeout). Reports failed GETs,
+  the time from the kill to the last request that had an attempt on the dead
+  replica (from ``response.extensions["shoal.attempts"]``), p50/p99 before and
+  after. Baseline of that time: when a separate discovery watcher saw the dead
+  replica leave the registry in the same run (its TTL running out), i.e. what
+  discovery alone would take.
+* hang: ``POST /hang`` to one replica (its process and heartbeats live on; its
+  inbound guard answers 504 ``deadline-exceeded`` when the caller's deadline
+  passes); service timeout TIMEOUT s. Reports failed GETs, the longest any call
+  waited, when the hung replica was ejected (``outlier.ejected()``, polled every
+  5 ms) and how many attempts went to it.
+* freeze: SIGSTOP one replica (a stuck process: no answers, no heartbeats, but
+  the kernel still accepts its connections); same figures as hang, plus when
+  discovery dropped it.
 
     python bench/failover.py [--rate 500] [--before 4] [--after 6] [--timeout 1]
+                             [--phases kill,hang,freeze]
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ REPLICAS = 3
 WORK = 0.001
 """Seconds a replica takes to answer a GET (simulated I/O, not CPU: the machine has 2 cores)."""
 POLL = 0.005
+MARGIN = 0.05
+"""Seconds past its deadline a call may take and still count as on time."""
 
 clock = time.perf_counter  # uvloop's loop.time() only has millisecond resolution
 
@@ -67,7 +74,7 @@ _state = {"hanging": False}
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """GET: answer after WORK s. POST /hang: from now on, no request is ever answered."""
+    """GET: answer after WORK s. POST /hang: from now on, no request is answered."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
@@ -101,6 +108,10 @@ class Sample:
     @property
     def ok(self) -> bool:
         return self.outcome == "200"
+
+    @property
+    def wait(self) -> float:
+        return self.ended - self.started
 
     def touched(self, instance: str) -> int:
         return sum(1 for a in self.attempts if a.instance == instance)
@@ -137,16 +148,11 @@ async def open_loop(
     return samples
 
 
-async def at(when: float, action: Callable[[], Awaitable[None]]) -> float:
-    """Run ``action`` at ``when`` (on ``clock``); return when it had been done."""
-    await asyncio.sleep(max(when - clock(), 0))
-    await action()
-    return clock()
-
-
-async def first_time(after: Awaitable[float], holds: Callable[[], bool], limit: float) -> float:
-    """When ``holds()`` first became true (polled every POLL s), once ``after`` is done."""
-    end = await after + limit
+async def first_time(after: Awaitable[object], holds: Callable[[], bool], limit: float) -> float:
+    """When ``holds()`` first became true (polled every POLL s) within ``limit`` s of
+    ``after`` being done; inf if it did not."""
+    await after
+    end = clock() + limit
     while clock() < end:
         if holds():
             return clock()
@@ -180,6 +186,7 @@ def replicas(service: str, nats_url: str, logs: Path) -> Iterator[list[subproces
     finally:
         for proc in procs:
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a frozen one must run to take SIGTERM
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
@@ -187,6 +194,132 @@ def replicas(service: str, nats_url: str, logs: Path) -> Iterator[list[subproces
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# -- one phase -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """One phase's measured loop: its samples, when the fault began and was done, and
+    when each watched-for consequence was first seen (inf: not within the phase)."""
+
+    samples: list[Sample]
+    start: float
+    fault_begun: float
+    fault_done: float
+    seen: dict[str, float]
+
+    def before(self) -> list[Sample]:
+        """Calls over before the fault began: the steady state."""
+        return [s for s in self.samples if s.ended < self.fault_begun]
+
+    def after(self) -> list[Sample]:
+        """Calls in flight at the fault or started after it."""
+        return [s for s in self.samples if s.ended >= self.fault_begun]
+
+    def since(self, what: str) -> float:
+        return self.seen[what] - self.fault_done
+
+
+Fault = Callable[[], Awaitable[None]]
+
+
+@dataclasses.dataclass
+class Bench:
+    args: argparse.Namespace
+    nats_url: str
+    watcher: Discovery
+    logs: Path
+
+    async def phase(self, name: str, fault: Callable[[Bench, Target], Fault]) -> list[str]:
+        service = f"svc-{name}"
+        policy = ServicePolicy.model_validate({"timeout": self.args.timeout})
+        policies = StaticPolicies({service: policy}) if name != "kill" else None
+        with replicas(service, self.nats_url, self.logs) as procs:
+            await self.watcher.wait_for(lambda c: len(c.ready(service)) == REPLICAS, timeout=30)
+            victim = f"{service}-1"
+            record = next(r for r in self.watcher.ready(service) if r.instance == victim)
+            async with shoal.client(nats_url=self.nats_url, app=APP, policies=policies) as http:
+                transport = http._transport  # the MeshTransport that shoal.client() built
+                if not isinstance(transport, MeshTransport):
+                    raise TypeError(f"shoal.client() transport is {type(transport).__name__}")
+                target = Target(service, victim, record.address, procs[1], transport)
+                run = await self.load(http, target, fault(self, target))
+        if name == "kill":
+            return report_kill(run, victim)
+        return report_stuck(name, run, victim, policy)
+
+    async def load(self, http: httpx.AsyncClient, target: Target, fault: Fault) -> Run:
+        """Warm up; then the measured loop, ``fault`` done BEFORE s into it, and the
+        target's consequences watched from then on."""
+        args = self.args
+        url = f"http://{target.service}/item"
+        await open_loop(http, url, args.rate, clock() + 0.01, 1.0)
+        await asyncio.sleep(0.3)
+        start = clock() + 0.01
+        begun = asyncio.get_running_loop().create_future()
+
+        async def do_fault() -> float:
+            await asyncio.sleep(start + args.before - clock())
+            begun.set_result(clock())
+            await fault()
+            return clock()
+
+        fault_task = asyncio.create_task(do_fault())
+        watches = {
+            name: asyncio.create_task(first_time(fault_task, holds, args.after))
+            for name, holds in target.watches(self.watcher).items()
+        }
+        samples = await open_loop(http, url, args.rate, start, args.before + args.after)
+        seen = {name: await task for name, task in watches.items()}
+        return Run(samples, start, begun.result(), await fault_task, seen)
+
+
+@dataclasses.dataclass
+class Target:
+    """The service under test and the replica the fault hits."""
+
+    service: str
+    victim: str
+    address: str
+    proc: subprocess.Popen[bytes]
+    transport: MeshTransport
+
+    def watches(self, watcher: Discovery) -> dict[str, Callable[[], bool]]:
+        def dropped() -> bool:
+            return self.victim not in {r.instance for r in watcher.instances(self.service)}
+
+        def ejected() -> bool:
+            dest = self.transport.destinations.get(self.service)
+            return dest is not None and self.victim in dest.outlier.ejected()
+
+        return {"dropped": dropped, "ejected": ejected}
+
+
+def sigkill(_: Bench, target: Target) -> Fault:
+    async def fault() -> None:
+        os.kill(target.proc.pid, signal.SIGKILL)
+
+    return fault
+
+
+def hang(_: Bench, target: Target) -> Fault:
+    async def fault() -> None:
+        async with httpx.AsyncClient() as direct:
+            (await direct.post(f"http://{target.address}/hang")).raise_for_status()
+
+    return fault
+
+
+def sigstop(_: Bench, target: Target) -> Fault:
+    async def fault() -> None:
+        os.kill(target.proc.pid, signal.SIGSTOP)
+
+    return fault
+
+
+PHASES = {"kill": sigkill, "hang": hang, "freeze": sigstop}
 
 
 # -- figures ---------------------------------------------------------------------
@@ -213,187 +346,119 @@ def result(name: str, value: float, unit: str, baseline: float) -> str:
     return f"RESULT {name} {value:.4g} {unit} baseline={baseline:.4g} ratio={r:.3f}"
 
 
-def split(samples: list[Sample], when: float) -> tuple[list[Sample], list[Sample]]:
-    return [s for s in samples if s.started < when], [s for s in samples if s.started >= when]
+def failed(samples: Sequence[Sample]) -> int:
+    return sum(1 for s in samples if not s.ok)
 
 
-def failures(samples: Sequence[Sample]) -> Counter[str]:
-    return Counter(s.outcome for s in samples if not s.ok)
+def tally(outcomes: Counter[str]) -> str:
+    return ", ".join(f"{n}x {what}" for what, n in outcomes.most_common()) or "none"
 
 
 def describe(label: str, samples: Sequence[Sample]) -> str:
-    failed = failures(samples)
-    shown = ", ".join(f"{n} {what}" for what, n in failed.most_common()) or "none failed"
+    outcomes = Counter(s.outcome for s in samples if not s.ok)
     return (
         f"  {label}: {len(samples)} GETs, p50 {latency_ms(samples, 0.5):.2f} ms, "
         f"p99 {latency_ms(samples, 0.99):.2f} ms, max {latency_ms(samples, 1.0):.1f} ms; "
-        f"{shown}"
+        f"failed: {tally(outcomes)}"
     )
 
 
-def victim_attempts(samples: Sequence[Sample], victim: str) -> Counter[str]:
+def timeline(run: Run, victim: str) -> None:
+    """Per second of the measured loop (by scheduled start): load, failures, tail, victim."""
+    seconds = math.ceil(run.samples[-1].scheduled - run.start)
+    for i in range(seconds):
+        part = [s for s in run.samples if i <= s.scheduled - run.start < i + 1]
+        mark = " <- fault" if i <= run.fault_begun - run.start < i + 1 else ""
+        print(
+            f"    {i:>2}-{i + 1:<2}s {len(part):>4} GETs {failed(part):>3} failed, "
+            f"p99 {latency_ms(part, 0.99):7.1f} ms, max {latency_ms(part, 1.0):7.1f} ms, "
+            f"{sum(s.touched(victim) for s in part):>3} attempts on {victim}{mark}"
+        )
+
+
+def on_victim(samples: Sequence[Sample], victim: str) -> Counter[str]:
     return Counter(a.outcome for s in samples for a in s.attempts if a.instance == victim)
 
 
-# -- the phases ------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Run:
-    """The measured loop of one phase: the samples, when the fault was done, when the
-    watched-for consequence was first seen (inf: not within the phase)."""
-
-    samples: list[Sample]
-    start: float
-    fault_at: float
-    seen_at: float
-
-
-@dataclasses.dataclass
-class Bench:
-    args: argparse.Namespace
-    nats_url: str
-    watcher: Discovery
-    logs: Path
-
-    async def ready(self, service: str) -> None:
-        await self.watcher.wait_for(lambda c: len(c.ready(service)) == REPLICAS, timeout=30)
-
-    def present(self, service: str) -> set[str]:
-        return {r.instance for r in self.watcher.instances(service)}
-
-    async def load(
-        self,
-        http: httpx.AsyncClient,
-        service: str,
-        fault: Callable[[], Awaitable[None]],
-        consequence: Callable[[], bool],
-    ) -> Run:
-        """Warm up; then the measured loop, ``fault`` done BEFORE s into it, and
-        ``consequence`` polled from then on."""
-        args = self.args
-        url = f"http://{service}/item"
-        await open_loop(http, url, args.rate, clock() + 0.01, 1.0)
-        await asyncio.sleep(0.3)
-        start = clock() + 0.01
-        fault_task = asyncio.create_task(at(start + args.before, fault))
-        seen = asyncio.create_task(first_time(fault_task, consequence, args.after))
-        samples = await open_loop(http, url, args.rate, start, args.before + args.after)
-        return Run(samples, start, await fault_task, await seen)
-
-    async def kill(self) -> list[str]:
-        service = "svc-kill"
-        with replicas(service, self.nats_url, self.logs) as procs:
-            await self.ready(service)
-            victim, proc = f"{service}-1", procs[1]
-
-            async def sigkill() -> None:
-                os.kill(proc.pid, signal.SIGKILL)
-
-            def gone() -> bool:
-                return victim not in self.present(service)
-
-            async with shoal.client(nats_url=self.nats_url, app=APP) as http:
-                run = await self.load(http, service, sigkill, gone)
-            proc.wait(timeout=10)
-        return report_kill(run, victim)
-
-    async def hang(self) -> list[str]:
-        service = "svc-hang"
-        policy = ServicePolicy.model_validate({"timeout": self.args.timeout})
-        policies = StaticPolicies({service: policy})
-        with replicas(service, self.nats_url, self.logs):
-            await self.ready(service)
-            victim = f"{service}-1"
-            record = next(r for r in self.watcher.ready(service) if r.instance == victim)
-
-            async def hang() -> None:
-                async with httpx.AsyncClient() as direct:
-                    (await direct.post(f"http://{record.address}/hang")).raise_for_status()
-
-            async with shoal.client(nats_url=self.nats_url, app=APP, policies=policies) as http:
-                transport = http._transport  # the MeshTransport that shoal.client() built
-                if not isinstance(transport, MeshTransport):
-                    raise TypeError(f"shoal.client() transport is {type(transport).__name__}")
-
-                def ejected() -> bool:
-                    dest = transport.destinations.get(service)
-                    return dest is not None and victim in dest.outlier.ejected()
-
-                run = await self.load(http, service, hang, ejected)
-        return report_hang(run, victim, policy)
-
-
-# -- reports ---------------------------------------------------------------------
+def when(seconds: float) -> str:
+    return f"{seconds:.3f} s after the fault" if math.isfinite(seconds) else "not within the phase"
 
 
 def report_kill(run: Run, victim: str) -> list[str]:
-    killed_at = run.fault_at
-    before, after = split(run.samples, killed_at)
-    touched = [s for s in run.samples if s.ended >= killed_at and s.touched(victim)]
+    before, after = run.before(), run.after()
+    touched = [s for s in after if s.touched(victim)]
     last = max(touched, key=lambda s: s.started) if touched else None
-    last_sent = (last.started - killed_at) if last else 0.0
-    gone = run.seen_at - killed_at
-    print(f"kill: SIGKILL {victim} {killed_at - run.start:.3f} s into {len(run.samples)} GETs")
+    last_sent = max(last.started - run.fault_done, 0.0) if last else 0.0
+    gone = run.since("dropped")
+    into = run.fault_done - run.start
+    print(f"kill: SIGKILL {victim} {into:.3f} s into {len(run.samples)} GETs (default policy)")
+    timeline(run, victim)
     print(describe("before", before))
     print(describe("after ", after))
-    print(describe("first second after", [s for s in after if s.started < killed_at + 1]))
-    outcomes = victim_attempts(touched, victim)
-    print(
-        f"  {len(touched)} GETs answered after the kill had an attempt on {victim} "
-        f"({', '.join(f'{n}x {o}' for o, n in outcomes.most_common()) or 'none'})"
-    )
+    print(f"  attempts on {victim} from the kill on: {tally(on_victim(touched, victim))}")
     if last is not None:
         print(
-            f"  last of them started {last_sent * 1000:+.1f} ms after the kill, answered "
-            f"{(last.ended - killed_at) * 1000:+.1f} ms after it ({last.outcome})"
+            f"  the last started {(last.started - run.fault_done) * 1000:+.1f} ms after the kill, "
+            f"answered {(last.ended - run.fault_done) * 1000:+.1f} ms after it ({last.outcome})"
         )
-    print(f"  discovery dropped {victim} {gone:.3f} s after the kill (registry TTL 2.5 s)")
-    failed_before, failed_after = sum(failures(before).values()), sum(failures(after).values())
+    print(f"  discovery dropped {victim}: {when(gone)} (registry TTL 2.5 s)")
+    p50, p99 = latency_ms(after, 0.5), latency_ms(after, 0.99)
     return [
-        result("failover_kill_get_failures", failed_after, "requests", failed_before),
-        result("failover_dead_endpoint_time", max(last_sent, 0.0), "s", gone),
-        result("failover_kill_p50_after", latency_ms(after, 0.5), "ms", latency_ms(before, 0.5)),
-        result("failover_kill_p99_after", latency_ms(after, 0.99), "ms", latency_ms(before, 0.99)),
+        result("failover_kill_get_failures", failed(after), "requests", failed(before)),
+        result("failover_dead_endpoint_time", last_sent, "s", gone),
+        result("failover_kill_p50_after", p50, "ms", latency_ms(before, 0.5)),
+        result("failover_kill_p99_after", p99, "ms", latency_ms(before, 0.99)),
     ]
 
 
-def report_hang(run: Run, victim: str, policy: ServicePolicy) -> list[str]:
+def report_stuck(name: str, run: Run, victim: str, policy: ServicePolicy) -> list[str]:
     timeout, threshold = policy.timeout, policy.outlier.failures
-    hung_at = run.fault_at
-    before, after = split(run.samples, hung_at)
-    waits = [s.ended - s.started for s in after]
-    wait_before = max(s.ended - s.started for s in before)
-    ejected = run.seen_at - hung_at
-    hit = [s for s in run.samples if s.ended >= hung_at and s.touched(victim)]
+    before, after = run.before(), run.after()
+    hit = [s for s in after if s.touched(victim)]
     attempts = sum(s.touched(victim) for s in hit)
-    into = hung_at - run.start
-    print(f"hang: {victim} stops answering {into:.3f} s in; service timeout {timeout:g} s")
+    late = sum(1 for s in after if s.wait > timeout + MARGIN)
+    what = "hangs (POST /hang)" if name == "hang" else "freezes (SIGSTOP)"
+    into = run.fault_done - run.start
+    print(f"{name}: {victim} {what} {into:.3f} s in; service timeout {timeout:g} s")
+    timeline(run, victim)
     print(describe("before", before))
     print(describe("after ", after))
-    slow = sum(1 for w in waits if w > timeout)
     print(
-        f"  longest client wait {max(waits):.3f} s (before the hang {wait_before * 1000:.1f} ms); "
-        f"{slow} calls waited longer than the {timeout:g} s timeout"
+        f"  longest client wait {max(s.wait for s in after):.3f} s (before the fault "
+        f"{max(s.wait for s in before) * 1000:.1f} ms); {late} calls waited longer than "
+        f"timeout + {MARGIN * 1000:.0f} ms"
     )
-    outcomes = victim_attempts(hit, victim)
-    print(
-        f"  {attempts} attempts of {len(hit)} GETs went to {victim} after the hang "
-        f"({', '.join(f'{n}x {o}' for o, n in outcomes.most_common()) or 'none'})"
-    )
-    when = f"{ejected:.3f} s after the hang" if math.isfinite(ejected) else "not within the phase"
-    print(f"  {victim} ejected: {when}")
-    failed_before, failed_after = sum(failures(before).values()), sum(failures(after).values())
+    print(f"  {attempts} attempts on {victim} from the fault on: {tally(on_victim(hit, victim))}")
+    print(f"  {victim} ejected: {when(run.since('ejected'))}")
+    print(f"  discovery dropped {victim}: {when(run.since('dropped'))}")
+    p99 = latency_ms(after, 0.99)
     return [
-        result("failover_hang_get_failures", failed_after, "requests", failed_before),
-        result("failover_hang_max_wait", max(waits), "s", timeout),
-        result("failover_hang_ejection_time", ejected, "s", timeout),
-        result("failover_hang_attempts_to_hung", attempts, "attempts", threshold),
-        result("failover_hang_p99_after", latency_ms(after, 0.99), "ms", latency_ms(before, 0.99)),
+        result(f"failover_{name}_get_failures", failed(after), "requests", failed(before)),
+        result(f"failover_{name}_max_wait", max(s.wait for s in after), "s", timeout),
+        result(f"failover_{name}_ejection_time", run.since("ejected"), "s", timeout),
+        result(f"failover_{name}_attempts_to_stuck", attempts, "attempts", threshold),
+        result(f"failover_{name}_p99_after", p99, "ms", latency_ms(before, 0.99)),
     ]
+
+
+def source_state() -> str:
+    """The commit measured, and whether src/ had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=HERE, capture_output=True, text=True
+        ).stdout.splitlines()
+    except OSError:
+        return "unknown source state"
+    return f"shoal at {commit}" + (
+        f" + uncommitted: {', '.join(d[3:] for d in dirty)}" if dirty else ""
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
+    print(source_state())
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     nats = EmbeddedNats(tmp)
     await nats.start()
@@ -403,10 +468,8 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await watcher.start()
         bench = Bench(args, nats.url, watcher, tmp)
-        if "kill" in args.phases:
-            results += await bench.kill()
-        if "hang" in args.phases:
-            results += await bench.hang()
+        for name in args.phases.split(","):
+            results += await bench.phase(name, PHASES[name])
     finally:
         await watcher.aclose()
         await backbone.aclose()
@@ -423,7 +486,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=500.0, help="GETs per second")
     parser.add_argument("--before", type=float, default=4.0, help="seconds before the fault")
     parser.add_argument("--after", type=float, default=6.0, help="seconds after the fault")
-    parser.add_argument("--timeout", type=float, default=1.0, help="service timeout, hang phase")
-    parser.add_argument("--phases", default="kill,hang", help="kill, hang or both")
+    parser.add_argument("--timeout", type=float, default=1.0, help="service timeout (hang, freeze)")
+    parser.add_argument("--phases", default="kill,hang,freeze", help="of kill, hang, freeze")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main(parser.parse_args()))

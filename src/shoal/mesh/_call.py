@@ -36,7 +36,7 @@ from shoal.manifest._policy import RoutePolicy
 from shoal.mesh import _deadline
 from shoal.mesh._attempts import ATTEMPTS, Attempt
 from shoal.mesh._backoff import full_jitter
-from shoal.mesh._body import buffered, replayable_size, small_body
+from shoal.mesh._body import Whole, buffered, replayable_size, small_body
 from shoal.mesh._destination import Destination
 from shoal.mesh._http11 import ConnectFailedError
 from shoal.mesh._routing import choose_version, decide_faults
@@ -53,6 +53,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 RETRY_BODY_LIMIT = 64 * 1024
 """A request body larger than this is never sent twice."""
+LATE_MARGIN = 0.005
+"""An instance's 504 ``deadline-exceeded`` this close to our own deadline is our timeout."""
 DOWN_FOR = 5.0
 """Seconds an instance that refused a connection is skipped (until it re-registers)."""
 
@@ -163,12 +165,14 @@ class Call:
 
     def _aborted(self, status: int) -> httpx.Response:
         self.attempts.append(Attempt("", outcome=f"abort {status}", decision="fault-injected"))
-        response = httpx.Response(
-            status,
-            headers={REASON_HEADER: "fault-injected", "content-type": "text/plain"},
-            content=b"fault injected by the mesh (traffic.faults.abort)\n",
-            request=self.request,
-        )
+        body = b"fault injected by the mesh (traffic.faults.abort)\n"
+        headers = {
+            REASON_HEADER: "fault-injected",
+            "content-type": "text/plain",
+            "content-length": str(len(body)),
+        }
+        # a stream, not content=: a proxy relays it with aiter_raw like any other answer
+        response = httpx.Response(status, headers=headers, stream=Whole(body), request=self.request)
         response.extensions[ATTEMPTS] = self.attempts
         return response
 
@@ -277,6 +281,10 @@ class Call:
         # a caller's deadline passing is not the instance's failure
         outlier.record(record.instance, status < 500 or reason == "deadline-exceeded")
         if reason == "deadline-exceeded":  # no retry can be in time
+            if self._left() < LATE_MARGIN:  # the instance's clock for our deadline ran out first
+                attempt.decision = "gave up: deadline"
+                await response.aclose()
+                raise self._late()
             attempt.decision = "returned: the deadline has passed"
         elif status in RETRYABLE_STATUS and self.safe and number < self.max_attempts:
             retry = self._retry_or_stop(attempt, number, attempt.outcome)
