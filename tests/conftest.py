@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shoal.backbone import Backbone, EmbeddedNats, NatsRegistry
-from shoal.registry import Discovery
+from shoal.registry import Discovery, MemoryRegistry
 
 
 @pytest.fixture
@@ -32,3 +32,13 @@ async def itest_view(nats_server: EmbeddedNats) -> AsyncIterator[Discovery]:
     finally:
         await discovery.aclose()
         await backbone.aclose()
+
+
+@pytest.fixture
+async def discovery() -> AsyncIterator[tuple[MemoryRegistry, Discovery]]:
+    """An in-memory registry and a discovery watching it."""
+    memory = MemoryRegistry()
+    found = Discovery(memory)
+    await found.start()
+    yield memory, found
+    await found.aclose()

@@ -6,7 +6,6 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -48,15 +47,6 @@ def record(instance: str, port: int, version: str = "v1") -> InstanceRecord:
         app="t", service="svc", instance=instance, host=HOST, port=port, state="ready",
         started_at=time.time(), ttl=60, version=version,
     )  # fmt: skip
-
-
-@pytest.fixture
-async def discovery() -> AsyncIterator[tuple[MemoryRegistry, Discovery]]:
-    memory = MemoryRegistry()
-    found = Discovery(memory)
-    await found.start()
-    yield memory, found
-    await found.aclose()
 
 
 async def publish(pair: tuple[MemoryRegistry, Discovery], *records: InstanceRecord) -> None:

@@ -8,7 +8,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import httpx
 import pytest
@@ -40,15 +40,6 @@ class Version:
         headers = [(b"x-version", self.version.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
-
-
-@pytest.fixture
-async def discovery() -> AsyncIterator[tuple[MemoryRegistry, Discovery]]:
-    memory = MemoryRegistry()
-    found = Discovery(memory)
-    await found.start()
-    yield memory, found
-    await found.aclose()
 
 
 def record(version: str, port: int) -> InstanceRecord:
