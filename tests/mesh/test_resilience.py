@@ -254,3 +254,18 @@ async def test_the_remaining_time_travels_in_the_shoal_timeout_header(
                 await http.get("http://svc/x")
     assert 1900 <= int(seen[0]) <= 2000
     assert 400 <= int(seen[1]) <= 500
+
+
+async def test_a_route_timeout_overrides_the_service_timeout(
+    discovery: tuple[MemoryRegistry, Discovery],
+) -> None:
+    slow = Upstream(200, delay=0.3)
+    policy = ServicePolicy.model_validate(
+        {"timeout": "2s", "routes": [{"path": "/quick", "timeout": "100ms"}]}
+    )
+    async with serve_asgi(slow) as port:
+        await publish(discovery, record("slow", port))
+        async with mesh(discovery[1], policy) as http:
+            with pytest.raises(shoal.CallTimeoutError, match="timeout of 0.1s"):
+                await http.get("http://svc/quick/item")
+            assert (await http.get("http://svc/other")).status_code == 200
