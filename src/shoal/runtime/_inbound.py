@@ -8,6 +8,7 @@ from shoal.manifest._policy import DEFAULT_POLICY, LimitsPolicy, ServicePolicy
 from shoal.mesh._guard import InboundGuard
 from shoal.mesh._policies import PolicySource
 from shoal.registry._records import InstanceRecord
+from shoal.runtime._context import current_policies
 from shoal.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ADMIN_PREFIX", "INSTANCE_HEADER", "Inbound", "InstanceStatus"]
@@ -35,8 +36,6 @@ class _ProcessPolicies:
     """The serving process's live policies, looked up per request (they arrive later)."""
 
     def get(self, service: str) -> ServicePolicy:
-        from shoal.runtime._context import current_policies
-
         policies = current_policies()
         return policies.get(service) if policies is not None else DEFAULT_POLICY
 
