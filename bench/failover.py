@@ -243,7 +243,7 @@ class Bench:
     watcher: Discovery
     logs: Path
 
-    async def phase(self, name: str, fault: Callable[[Bench, Target], Fault]) -> list[str]:
+    async def phase(self, name: str, fault: Callable[[Target], Fault]) -> list[str]:
         service = f"svc-{name}"
         policy = ServicePolicy.model_validate({"timeout": self.args.timeout})
         policies = StaticPolicies({service: policy}) if name != "kill" else None
@@ -256,7 +256,7 @@ class Bench:
                 if not isinstance(transport, MeshTransport):
                     raise TypeError(f"shoal.client() transport is {type(transport).__name__}")
                 target = Target(service, victim, record.address, procs[1], transport)
-                run = await self.load(http, target, fault(self, target))
+                run = await self.load(http, target, fault(target))
         if name == "kill":
             return report_kill(run, victim)
         return report_stuck(name, run, victim, policy)
@@ -273,7 +273,7 @@ class Bench:
         gc.collect()
         gc.freeze()
         start = clock() + 0.01
-        begun = asyncio.get_running_loop().create_future()
+        begun: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
         async def do_fault() -> float:
             await asyncio.sleep(start + args.before - clock())
@@ -313,22 +313,28 @@ class Target:
         return {"dropped": dropped, "ejected": ejected}
 
 
-def sigkill(_: Bench, target: Target) -> Fault:
+def sigkill(target: Target) -> Fault:
     async def fault() -> None:
         os.kill(target.proc.pid, signal.SIGKILL)
 
     return fault
 
 
-def hang(_: Bench, target: Target) -> Fault:
+def hang(target: Target) -> Fault:
     async def fault() -> None:
-        async with httpx.AsyncClient() as direct:
-            (await direct.post(f"http://{target.address}/hang")).raise_for_status()
+        # a bare request: a new httpx client would stall the loop ~50 ms building TLS context
+        host, _, port = target.address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /hang HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        status = await reader.readline()
+        writer.close()
+        if b" 200 " not in status:
+            raise RuntimeError(f"POST /hang to {target.victim} answered {status!r}")
 
     return fault
 
 
-def sigstop(_: Bench, target: Target) -> Fault:
+def sigstop(target: Target) -> Fault:
     async def fault() -> None:
         os.kill(target.proc.pid, signal.SIGSTOP)
 
@@ -479,8 +485,15 @@ def source_state() -> str:
     )
 
 
+def cpu_steal() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the machine so far: what the hypervisor took elsewhere."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields)
+
+
 async def main(args: argparse.Namespace) -> None:
     print(source_state())
+    steal = cpu_steal()
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     nats = EmbeddedNats(tmp)
     await nats.start()
@@ -496,7 +509,8 @@ async def main(args: argparse.Namespace) -> None:
         await watcher.aclose()
         await backbone.aclose()
         await nats.stop()
-    print(f"(replica logs in {tmp})")
+    stolen, total = (b - a for a, b in zip(steal, cpu_steal(), strict=True))
+    print(f"(replica logs in {tmp}; CPU steal during the run {stolen / max(total, 1):.1%})")
     for line in results:
         print(line)
 

@@ -222,7 +222,7 @@ async def test_the_request_past_the_bulkhead_fails_at_once_with_overloaded(
 async def test_the_service_timeout_bounds_a_call_to_a_hung_instance(
     discovery: tuple[MemoryRegistry, Discovery],
 ) -> None:
-    hung = Upstream(200, delay=5)
+    hung = Upstream(200, delay=1)
     policy = ServicePolicy.model_validate({"timeout": "200ms"})
     async with serve_asgi(hung) as port:
         await publish(discovery, record("hung", port))
@@ -266,6 +266,28 @@ async def test_a_route_timeout_overrides_the_service_timeout(
     async with serve_asgi(slow) as port:
         await publish(discovery, record("slow", port))
         async with mesh(discovery[1], policy) as http:
-            with pytest.raises(shoal.CallTimeoutError, match="timeout of 0.1s"):
+            with pytest.raises(shoal.CallTimeoutError, match=r"timeout of 0\.1s"):
                 await http.get("http://svc/quick/item")
             assert (await http.get("http://svc/other")).status_code == 200
+
+
+async def test_after_one_timeout_a_hung_instance_is_avoided(
+    discovery: tuple[MemoryRegistry, Discovery],
+) -> None:
+    hung, good = Upstream(200, delay=1), Upstream(200)
+    policy = ServicePolicy.model_validate({"timeout": "100ms", "retries": {"attempts": 1}})
+    async with serve_asgi(hung) as p_hung, serve_asgi(good) as p_good:
+        await publish(discovery, record("hung", p_hung), record("good", p_good))
+        async with mesh(discovery[1], policy) as http:
+            timeouts = 0
+            for _ in range(20):  # until the hung one has been tried once
+                try:
+                    await http.get("http://svc/x")
+                except shoal.CallTimeoutError:
+                    timeouts += 1
+                    break
+            assert timeouts == 1
+            answered: Counter[str] = Counter()
+            for _ in range(50):
+                answered[(await http.get("http://svc/x")).extensions["shoal.instance"]] += 1
+    assert answered == {"good": 50}

@@ -75,6 +75,12 @@ def _positive(value: float) -> float:
     return value
 
 
+def _rate(value: float) -> float:
+    if not 0 < value <= 1e9:
+        raise problem(f"must be a number of requests per second above 0, got {value:g}")
+    return value
+
+
 def _percent(value: float) -> float:
     if not 0 <= value <= 100:
         raise problem(f"must be a percentage between 0 and 100, got {value:g}")
@@ -117,7 +123,7 @@ Percent = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_percent)]
 Method = Annotated[StrictStr, AfterValidator(_method)]
 HeaderName = Annotated[StrictStr, AfterValidator(_header_name)]
 Caller = Annotated[StrictStr, AfterValidator(_caller)]
-Rate = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_positive)]
+Rate = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_rate)]
 
 
 class _Model(BaseModel):

@@ -30,6 +30,8 @@ class Attempt:
     """``"200"``, ``"503 overloaded"``, ``"connect refused"``, ``"timed out"``..."""
     decision: str = ""
     """What the mesh did next: ``"returned"``, ``"retry after 12 ms: 503"``, ``"gave up: ..."``."""
+    sent: float = 0.0
+    """When it was sent (``time.perf_counter``)."""
 
     def describe(self) -> str:
         where = f"{self.instance} ({self.address}, {self.version})" if self.instance else "mesh"

@@ -238,7 +238,7 @@ class Call:
         request.headers[_deadline.TIMEOUT_HEADER] = _deadline.format_timeout(left)
         if self.t.caller:
             request.headers[CALLER_HEADER] = self.t.caller
-        attempt = Attempt(record.instance, record.address, record.version)
+        attempt = Attempt(record.instance, record.address, record.version, sent=_deadline.now())
         self.attempts.append(attempt)
         balancer, outlier = self.t.balancer, self.dest.outlier
         started = balancer.start(record.instance)
@@ -261,11 +261,12 @@ class Call:
                 raise self._fail(UpstreamError, f"{record.instance} broke off its answer") from exc
             raise self._retry_or_stop(attempt, number, "answer cut off") from exc
         except TimeoutError as exc:
-            self._failed(record, attempt, started, "timed out")
+            # a hung instance is recorded as slow as it is, so it is not chosen again at once
+            self._failed(record, attempt, started, "timed out", sample=True)
             attempt.decision = "gave up: deadline"
             raise self._late() from exc
         except httpx.TimeoutException as exc:  # the client's own read/write timeout
-            self._failed(record, attempt, started, "timed out")
+            self._failed(record, attempt, started, "timed out", sample=True)
             attempt.decision = "gave up: client timeout"
             message = f"{record.instance} did not answer in time ({type(exc).__name__}: {exc})"
             raise self._fail(CallTimeoutError, message) from exc
@@ -274,17 +275,20 @@ class Call:
             outlier.abandoned(record.instance)
             raise
         balancer.finish(record.instance, started)
-        attempt.latency = _deadline.now() - started
+        attempt.latency = _deadline.now() - attempt.sent
         status = response.status_code
         reason = response.headers.get(REASON_HEADER)
         attempt.outcome = f"{status} {reason}" if reason else str(status)
-        # a caller's deadline passing is not the instance's failure
+        if reason == "deadline-exceeded" and self._left() < LATE_MARGIN:
+            # The instance's clock for our own deadline ran out a moment before ours did:
+            # the same as our timer firing, and a failure of the instance all the same.
+            outlier.record(record.instance, False)
+            attempt.decision = "gave up: deadline"
+            await response.aclose()
+            raise self._late()
+        # an inherited deadline that passed is not the instance's failure
         outlier.record(record.instance, status < 500 or reason == "deadline-exceeded")
         if reason == "deadline-exceeded":  # no retry can be in time
-            if self._left() < LATE_MARGIN:  # the instance's clock for our deadline ran out first
-                attempt.decision = "gave up: deadline"
-                await response.aclose()
-                raise self._late()
             attempt.decision = "returned: the deadline has passed"
         elif status in RETRYABLE_STATUS and self.safe and number < self.max_attempts:
             retry = self._retry_or_stop(attempt, number, attempt.outcome)
@@ -300,10 +304,22 @@ class Call:
         response.extensions["shoal.instance"] = record.instance
         return response
 
-    def _failed(self, record: InstanceRecord, attempt: Attempt, started: float, why: str) -> None:
-        self.t.balancer.abandon(record.instance)
+    def _failed(
+        self,
+        record: InstanceRecord,
+        attempt: Attempt,
+        started: float,
+        why: str,
+        *,
+        sample: bool = False,
+    ) -> None:
+        balancer = self.t.balancer
+        if sample:
+            balancer.finish(record.instance, started)
+        else:
+            balancer.abandon(record.instance)
         self.dest.outlier.record(record.instance, False)
-        attempt.latency = _deadline.now() - started
+        attempt.latency = _deadline.now() - attempt.sent
         attempt.outcome = why
 
     def _retry_or_stop(
