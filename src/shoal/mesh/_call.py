@@ -283,6 +283,7 @@ class Call:
             # The instance's clock for our own deadline ran out a moment before ours did:
             # the same as our timer firing, and a failure of the instance all the same.
             outlier.record(record.instance, False)
+            attempt.outcome = f"timed out (it answered {attempt.outcome} at the deadline)"
             attempt.decision = "gave up: deadline"
             await response.aclose()
             raise self._late()
