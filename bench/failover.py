@@ -48,6 +48,7 @@ from typing import Any
 
 import httpx
 import uvloop
+from _machine import cpu_steal, source_state
 
 import shoal
 from shoal.backbone import Backbone, EmbeddedNats, NatsRegistry
@@ -467,28 +468,6 @@ def report_stuck(name: str, run: Run, victim: str, policy: ServicePolicy) -> lis
         result(f"failover_{name}_attempts_to_stuck", attempts, "attempts", threshold),
         result(f"failover_{name}_p99_after", p99, "ms", latency_ms(before, 0.99)),
     ]
-
-
-def source_state() -> str:
-    """The commit measured, and whether src/ had uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=HERE, capture_output=True, text=True
-        ).stdout.splitlines()
-    except OSError:
-        return "unknown source state"
-    return f"shoal at {commit}" + (
-        f" + uncommitted: {', '.join(d[3:] for d in dirty)}" if dirty else ""
-    )
-
-
-def cpu_steal() -> tuple[int, int]:
-    """(steal, total) CPU ticks of the machine so far: what the hypervisor took elsewhere."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[7], sum(fields)
 
 
 async def main(args: argparse.Namespace) -> None:
