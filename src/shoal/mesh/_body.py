@@ -6,15 +6,29 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-__all__ = ["BUFFER_LIMIT", "Whole", "buffered", "replayable_size", "small_body"]
+from shoal.mesh._http11_stream import Exchange
+
+__all__ = ["BUFFER_LIMIT", "Whole", "buffered", "raw_header", "replayable_size", "small_body"]
 
 BUFFER_LIMIT = 64 * 1024
 """Small, length-delimited answers are read whole before they are returned, so an
 instance dying mid-answer sends a repeatable call elsewhere instead of failing it."""
 
 
+def raw_header(response: httpx.Response, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lowercase), read from the raw list: httpx's
+    ``Headers.get`` decodes every header on each lookup, which shows on the hot path."""
+    stream = response.stream
+    raw = stream.headers if isinstance(stream, Exchange) else response.headers.raw
+    size = len(name)
+    for key, value in raw:
+        if len(key) == size and key.lower() == name:
+            return value
+    return None
+
+
 def small_body(response: httpx.Response) -> bool:
-    length = response.headers.get("content-length")
+    length = raw_header(response, b"content-length")
     return length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT
 
 
@@ -22,8 +36,7 @@ def replayable_size(request: httpx.Request) -> int | None:
     """The size of a request body held in memory (0 for none); None for a streamed one."""
     if not isinstance(request.stream, httpx.ByteStream):
         return None
-    length = request.headers.get("content-length", "0")
-    return int(length) if length.isdigit() else None
+    return len(request.content)  # httpx reads a ByteStream body when the request is built
 
 
 class Whole(httpx.AsyncByteStream):

@@ -36,7 +36,7 @@ from shoal.manifest._policy import RoutePolicy
 from shoal.mesh import _deadline
 from shoal.mesh._attempts import ATTEMPTS, Attempt
 from shoal.mesh._backoff import full_jitter
-from shoal.mesh._body import Whole, buffered, replayable_size, small_body
+from shoal.mesh._body import Whole, buffered, raw_header, replayable_size, small_body
 from shoal.mesh._destination import Destination
 from shoal.mesh._http11 import ConnectFailedError
 from shoal.mesh._routing import choose_version, decide_faults
@@ -51,6 +51,9 @@ REASON_HEADER = "shoal-reason"
 CALLER_HEADER = "shoal-caller"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+_TIMEOUT = _deadline.TIMEOUT_HEADER.encode()
+_CALLER = CALLER_HEADER.encode()
+_REASON = REASON_HEADER.encode()
 RETRY_BODY_LIMIT = 64 * 1024
 """A request body larger than this is never sent twice."""
 LATE_MARGIN = 0.005
@@ -235,9 +238,9 @@ class Call:
         left = self._left()
         if left <= 0:
             raise self._late()
-        request.headers[_deadline.TIMEOUT_HEADER] = _deadline.format_timeout(left)
+        extra = [(_TIMEOUT, _deadline.format_timeout(left).encode())]
         if self.t.caller:
-            request.headers[CALLER_HEADER] = self.t.caller
+            extra.append((_CALLER, self.t.caller_bytes))
         attempt = Attempt(record.instance, record.address, record.version, sent=_deadline.now())
         self.attempts.append(attempt)
         balancer, outlier = self.t.balancer, self.dest.outlier
@@ -245,7 +248,7 @@ class Call:
         outlier.started(record.instance)
         try:
             async with asyncio.timeout(left):
-                response = await self.t.pool.send(record.host, record.port, request)
+                response = await self.t.pool.send(record.host, record.port, request, extra)
                 if (self.safe or request.method in SAFE_METHODS) and small_body(response):
                     response = await buffered(response)
         except ConnectFailedError as exc:
@@ -277,7 +280,8 @@ class Call:
         balancer.finish(record.instance, started)
         attempt.latency = _deadline.now() - attempt.sent
         status = response.status_code
-        reason = response.headers.get(REASON_HEADER)
+        found = raw_header(response, _REASON)
+        reason = found.decode("latin-1") if found is not None else None
         attempt.outcome = f"{status} {reason}" if reason else str(status)
         if reason == "deadline-exceeded" and self._left() < LATE_MARGIN:
             # The instance's clock for our own deadline ran out a moment before ours did:
@@ -297,7 +301,7 @@ class Call:
             raise retry
         elif status in RETRYABLE_STATUS and self.safe:
             attempt.decision = f"gave up: {number} attempts used"
-            if REASON_HEADER not in response.headers:
+            if reason is None:
                 response.headers[REASON_HEADER] = "upstream-error"
         else:
             attempt.decision = "returned"

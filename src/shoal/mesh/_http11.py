@@ -16,7 +16,7 @@ the caller that nothing was sent and another endpoint may be tried.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -46,15 +46,22 @@ class Http11Pool:
         self._all: set[Connection] = set()
         self._closed = False
 
-    async def send(self, host: str, port: int, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` to ``host:port``; return once the response head is in.
+    async def send(
+        self,
+        host: str,
+        port: int,
+        request: httpx.Request,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> httpx.Response:
+        """Send ``request`` to ``host:port`` (plus ``extra`` headers, lowercase names, which
+        replace the request's own of the same name); return once the response head is in.
 
         Raises ``ConnectFailedError`` when no connection could be opened, and
         httpx exceptions (``ReadTimeout``, ``RemoteProtocolError``, ...) after.
         """
         if self._closed:
             raise RuntimeError("cannot send a request: the HTTP/1.1 pool is closed")
-        out = encode_request(request)
+        out = encode_request(request, extra)
         connect_timeout, read_timeout, write_timeout = self._timeouts(request.extensions)
         key = (host, port)
         conn = self._take(key)

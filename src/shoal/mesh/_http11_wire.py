@@ -7,6 +7,7 @@ that has a body but declares neither a length nor a transfer coding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import httpx
@@ -62,8 +63,10 @@ class Outgoing:
         self.retryable = stream is None and method in _IDEMPOTENT
 
 
-def encode_request(request: httpx.Request) -> Outgoing:
-    """Build the bytes of ``request``'s head and decide how its body is framed."""
+def encode_request(request: httpx.Request, extra: Sequence[tuple[bytes, bytes]] = ()) -> Outgoing:
+    """Build the bytes of ``request``'s head and decide how its body is framed.
+
+    ``extra`` headers (lowercase names) are added, replacing any of the same name."""
     method = request.method
     parts = [
         _METHODS.get(method) or method.encode("ascii"),
@@ -74,7 +77,10 @@ def encode_request(request: httpx.Request) -> Outgoing:
     length: int | None = None
     chunked = False
     close = False
+    replaced = {name for name, _ in extra} if extra else ()
     for name, value in request.headers.raw:
+        if replaced and name.lower() in replaced:
+            continue
         parts += (name, b": ", value, b"\r\n")
         size = len(name)
         # Compare lengths first so that most headers cost no lower().
@@ -88,6 +94,8 @@ def encode_request(request: httpx.Request) -> Outgoing:
             chunked = True
         elif size == 10 and name.lower() == b"connection":
             close = b"close" in value.lower()
+    for name, value in extra:
+        parts += (name, b": ", value, b"\r\n")
     stream = request.stream
     if not isinstance(stream, httpx.AsyncByteStream):
         raise TypeError("Http11Pool.send needs a request with an async body stream")

@@ -10,6 +10,7 @@ other URL passes through to a regular httpx transport.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import random
@@ -34,6 +35,7 @@ __all__ = ["MeshTransport", "is_service_host"]
 _DEFAULTS = StaticPolicies()
 
 
+@functools.lru_cache(maxsize=1024)
 def is_service_host(host: str) -> bool:
     """True for a bare service name: one DNS label, not ``localhost``, not an address."""
     if not host or "." in host or ":" in host or host == "localhost":
@@ -67,6 +69,7 @@ class MeshTransport(httpx.AsyncBaseTransport):
         self.rng = rng or random.Random()
         self.caller = caller if caller is not None else os.environ.get("SHOAL_SERVICE", "")
         """The service this process is, sent as ``shoal-caller`` (rate limits per caller)."""
+        self.caller_bytes = self.caller.encode()
         self.destinations: dict[str, Destination] = {}
         self.mirror = Mirror(self)
         self._lock = asyncio.Lock()
