@@ -101,3 +101,16 @@ async def test_a_mesh_error_the_app_lets_escape_is_answered_with_its_reason() ->
     assert response.status_code == 503
     assert response.headers["shoal-reason"] == "breaker-open"
     assert "payments" in response.json()["error"]
+
+
+async def test_an_app_that_raises_does_not_talk_the_limit_down() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ValueError("bad input")
+
+    limiter = AdaptiveLimiter(initial_limit=20, min_limit=4, max_limit=100)
+    guard = InboundGuard(app, "svc", StaticPolicies(), limiter=limiter)
+    async with serve_asgi(guard) as port, httpx.AsyncClient() as http:
+        for _ in range(50):
+            assert (await http.get(f"http://{HOST}:{port}/")).status_code == 500
+    assert limiter.limit >= 20
+    assert limiter.in_flight == 0

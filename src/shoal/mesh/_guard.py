@@ -88,7 +88,9 @@ class InboundGuard:
             retry = (b"retry-after", str(limiter.retry_after()).encode())
             await _refuse(send, 503, "overloaded", message, retry)
             return
-        dropped = True
+        # Only a request cut short by its deadline counts as dropped: an app that raises
+        # (say, on bad input) must not talk the limiter down to its minimum.
+        dropped = False
         try:
             dropped = await self._run(scope, receive, send, timeout)
         finally:
