@@ -23,7 +23,7 @@ replicas and a fresh client: 1 s warm-up, BEFORE s steady, the fault, AFTER s mo
   the kernel still accepts its connections); same figures as hang, plus when
   discovery dropped it.
 
-    python bench/failover.py [--rate 500] [--before 4] [--after 6] [--timeout 1]
+    python bench/failover.py [--rate 500] [--before 4] [--after 6] [--timeout 1] [--per-try 0.1]
                              [--phases kill,hang,freeze]
 """
 
@@ -246,7 +246,8 @@ class Bench:
 
     async def phase(self, name: str, fault: Callable[[Target], Fault]) -> list[str]:
         service = f"svc-{name}"
-        policy = ServicePolicy.model_validate({"timeout": self.args.timeout})
+        retries = {"per_try_timeout": self.args.per_try} if self.args.per_try else {}
+        policy = ServicePolicy.model_validate({"timeout": self.args.timeout, "retries": retries})
         policies = StaticPolicies({service: policy}) if name != "kill" else None
         with replicas(service, self.nats_url, self.logs) as procs:
             await self.watcher.wait_for(lambda c: len(c.ready(service)) == REPLICAS, timeout=30)
@@ -502,6 +503,9 @@ if __name__ == "__main__":
     parser.add_argument("--before", type=float, default=4.0, help="seconds before the fault")
     parser.add_argument("--after", type=float, default=6.0, help="seconds after the fault")
     parser.add_argument("--timeout", type=float, default=1.0, help="service timeout (hang, freeze)")
+    parser.add_argument(
+        "--per-try", type=float, default=0.0, help="per-try timeout in seconds (0: none)"
+    )
     parser.add_argument("--phases", default="kill,hang,freeze", help="of kill, hang, freeze")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main(parser.parse_args()))

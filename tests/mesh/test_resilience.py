@@ -291,3 +291,28 @@ async def test_after_one_timeout_a_hung_instance_is_avoided(
             for _ in range(50):
                 answered[(await http.get("http://svc/x")).extensions["shoal.instance"]] += 1
     assert answered == {"good": 50}
+
+
+async def test_a_per_try_timeout_sends_a_safe_request_on_past_a_hung_instance(
+    discovery: tuple[MemoryRegistry, Discovery],
+) -> None:
+    hung, good = Upstream(200, delay=1), Upstream(200)
+    policy = fast_retries(
+        timeout="2s", retries={"per_try_timeout": "50ms", "backoff": {"base": "1ms", "cap": "1ms"}}
+    )
+    async with serve_asgi(hung) as p_hung, serve_asgi(good) as p_good:
+        await publish(discovery, record("hung", p_hung), record("good", p_good))
+        async with mesh(discovery[1], policy) as http:
+            started = time.perf_counter()
+            responses = [await http.get("http://svc/x") for _ in range(20)]
+            took = time.perf_counter() - started
+            post = await http.post("http://svc/x", content=b"not safe to repeat")
+    assert {r.status_code for r in responses} == {200}
+    assert {r.extensions["shoal.instance"] for r in responses} == {"good"}
+    tries = [[a for a in r.extensions["shoal.attempts"] if a.instance] for r in responses]
+    detours = [t for t in tries if len(t) > 1]
+    assert detours, "the hung instance was never tried"
+    assert detours[0][-2].outcome == "timed out"
+    assert "per-try timeout of 0.05s" in detours[0][-2].decision
+    assert took < 1.0
+    assert post.status_code == 200  # a POST waits for its answer: no per-try timeout

@@ -146,11 +146,16 @@ class BudgetPolicy(_Model):
 
 
 class RetryPolicy(_Model):
-    """At most ``attempts`` tries in all (1 turns retries off), inside the deadline."""
+    """At most ``attempts`` tries in all (1 turns retries off), inside the deadline.
+
+    ``per_try_timeout`` (off by default) gives each try of a request that is safe to
+    repeat its own timeout, after which it is retried on another instance: a hung
+    instance then costs one short wait instead of the caller's whole deadline."""
 
     attempts: Annotated[StrictInt, between(1, 10)] = 3
     backoff: BackoffPolicy = BackoffPolicy()
     budget: BudgetPolicy = BudgetPolicy()
+    per_try_timeout: Duration | None = None
 
 
 class OutlierPolicy(_Model):

@@ -84,6 +84,8 @@ class Call:
             route.attempts if route and route.attempts is not None else policy.retries.attempts
         )
         self.safe = self._safe_to_repeat()
+        self.per_try = policy.retries.per_try_timeout if self.safe else None
+        """A per-try timeout applies only to requests that may be sent again."""
         timeout = route.timeout if route and route.timeout is not None else policy.timeout
         own = _deadline.now() + timeout
         inherited = _deadline.current_deadline()
@@ -246,8 +248,9 @@ class Call:
         balancer, outlier = self.t.balancer, self.dest.outlier
         started = balancer.start(record.instance)
         outlier.started(record.instance)
+        per_try = self.per_try if self.per_try is not None and self.per_try < left else None
         try:
-            async with asyncio.timeout(left):
+            async with asyncio.timeout(left if per_try is None else per_try):
                 response = await self.t.pool.send(record.host, record.port, request, extra)
                 if (self.safe or request.method in SAFE_METHODS) and small_body(response):
                     response = await buffered(response)
@@ -266,6 +269,9 @@ class Call:
         except TimeoutError as exc:
             # a hung instance is recorded as slow as it is, so it is not chosen again at once
             self._failed(record, attempt, started, "timed out", sample=True)
+            if per_try is not None:  # the try's own timeout: another instance may answer
+                why = f"no answer within the per-try timeout of {per_try:g}s"
+                raise self._retry_or_stop(attempt, number, why, timed_out=True) from exc
             attempt.decision = "gave up: deadline"
             raise self._late() from exc
         except httpx.TimeoutException as exc:  # the client's own read/write timeout
@@ -334,10 +340,13 @@ class Call:
         why: str,
         *,
         refused: bool = False,
+        timed_out: bool = False,
     ) -> Exception:
         """A retry marker when another attempt may be made, else the error to raise."""
         if number >= self.max_attempts:
             attempt.decision = f"gave up: {number} attempts used"
+            if timed_out:
+                return self._fail(CallTimeoutError, f"{number} attempts timed out ({why})")
             if refused:
                 return self._fail(
                     EndpointsUnreachableError,
