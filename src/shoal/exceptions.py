@@ -8,6 +8,8 @@ errors) are translated at the edge with ``raise ... from exc``.
     ├── ManifestError           shoal.yaml is missing or invalid (lists every problem)
     ├── BackboneError           the NATS backbone cannot start, died, or is unreachable
     ├── RegistryError           the service registry refused an operation
+    ├── IdentityError           the certificate authority or an identity cannot be used
+    │   └── SvidRejectedError   a presented certificate chain is not a valid SVID (``reason``)
     ├── ServeError              an instance cannot be served
     │   ├── AppImportError      MODULE:APP does not name an importable ASGI app
     │   └── PortInUseError      the port to listen on is taken
@@ -48,6 +50,7 @@ __all__ = [
     "CallTimeoutError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
+    "IdentityError",
     "ManifestError",
     "ManifestProblem",
     "NoEndpointsError",
@@ -56,6 +59,7 @@ __all__ = [
     "RegistryError",
     "ServeError",
     "ShoalError",
+    "SvidRejectedError",
     "TransportError",
     "UpstreamError",
 ]
@@ -108,6 +112,22 @@ class BackboneError(ShoalError):
 
 class RegistryError(ShoalError):
     """The service registry refused an operation."""
+
+
+class IdentityError(ShoalError):
+    """The certificate authority, a CSR or a workload identity cannot be used."""
+
+
+class SvidRejectedError(IdentityError):
+    """A presented certificate chain is not a valid SVID of the trust domain.
+
+    ``reason`` says why, one of ``expired``, ``not-yet-valid``,
+    ``foreign-trust-domain``, ``uri-san-count``, ``untrusted-chain``, ``not-an-svid``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ServeError(ShoalError):
