@@ -196,7 +196,7 @@ async def test_when_every_instance_is_ejected_calls_fail_fast_with_breaker_open(
             started = time.perf_counter()
             with pytest.raises(shoal.BreakerOpenError) as caught:
                 await http.get("http://svc/x")
-            assert time.perf_counter() - started < 0.05
+            assert time.perf_counter() - started < 0.1
     assert a.hits + b.hits == hits
     assert caught.value.reason == "breaker-open"
 
@@ -214,7 +214,9 @@ async def test_the_request_past_the_bulkhead_fails_at_once_with_overloaded(
             started = time.perf_counter()
             with pytest.raises(shoal.OverloadedError, match="2 calls in flight"):
                 await http.get("http://svc/x")
-            assert time.perf_counter() - started < 0.02
+            # at once: the two held calls (500 ms each) are still under way
+            assert time.perf_counter() - started < 0.1
+            assert not any(task.done() for task in held)
             assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
             assert (await http.get("http://svc/x")).status_code == 200
 
@@ -231,7 +233,7 @@ async def test_the_service_timeout_bounds_a_call_to_a_hung_instance(
             with pytest.raises(shoal.CallTimeoutError) as caught:
                 await http.get("http://svc/x")
             waited = time.perf_counter() - started
-    assert 0.2 <= waited < 0.25
+    assert 0.2 <= waited < 0.3
     assert caught.value.reason == "timeout"
     assert caught.value.attempts[-1].outcome == "timed out"
 
