@@ -158,6 +158,15 @@ def _leaf_key_usage(public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> x50
     )
 
 
+def _ca_name(domain: str, common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, domain),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
 class CertificateAuthority:
     """The root and intermediate of one app; issues SVIDs to its instances."""
 
@@ -185,12 +194,7 @@ class CertificateAuthority:
         domain = trust_domain(app)
         now = clock()
         root_key = ec.generate_private_key(ec.SECP256R1())
-        root_name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, domain),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"shoal {app} root"),
-            ]
-        )
+        root_name = _ca_name(domain, f"shoal {app} root")
         root = _ca_certificate(
             root_name,
             root_key,
@@ -201,12 +205,7 @@ class CertificateAuthority:
             path_length=1,
         )
         intermediate_key = ec.generate_private_key(ec.SECP256R1())
-        intermediate_name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, domain),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"shoal {app} intermediate"),
-            ]
-        )
+        intermediate_name = _ca_name(domain, f"shoal {app} intermediate")
         intermediate = _ca_certificate(
             intermediate_name,
             intermediate_key,
