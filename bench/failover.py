@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 import uvloop
-from _machine import cpu_steal, source_state
+from _machine import cpu_steal, source_state, stop_processes
 
 import shoal
 from shoal.backbone import Backbone, EmbeddedNats, NatsRegistry
@@ -196,16 +196,7 @@ def replicas(service: str, nats_url: str, logs: Path) -> Iterator[list[subproces
                 )
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)  # a frozen one must run to take SIGTERM
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs, wake=True)  # a frozen one must run to take SIGTERM
 
 
 # -- one phase -------------------------------------------------------------------

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import gc
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from typing import Any
 import httpx
 import uvicorn
 import uvloop
-from _machine import cpu_steal, source_state
+from _machine import cpu_steal, source_state, stop_processes
 
 import shoal
 from shoal.manifest import ServicePolicy
@@ -157,15 +156,7 @@ def servers(count: int) -> Iterator[dict[int, int]]:
             ports[int(line.split()[1])] = proc.pid
         yield ports
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
 
 
 # -- the client ------------------------------------------------------------------

@@ -37,6 +37,3 @@ class Attempt:
         where = f"{self.instance} ({self.address}, {self.version})" if self.instance else "mesh"
         took = f" in {self.latency * 1000:.1f} ms" if self.instance else ""
         return f"{where}: {self.outcome}{took} -> {self.decision}"
-
-    def as_dict(self) -> dict[str, str | float]:
-        return dataclasses.asdict(self)
