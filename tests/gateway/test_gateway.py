@@ -534,9 +534,11 @@ def test_the_gateway_package_exports_are_pinned() -> None:
     assert sorted(shoal.gateway.__all__) == [
         "Gateway",
         "ROUTES_ENV",
+        "USER_HEADER",
         "app",
         "create_gateway",
         "load_routes",
         "parse_routes",
+        "user_claims",
     ]
     assert isinstance(shoal.gateway.app, Gateway)

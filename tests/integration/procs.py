@@ -61,7 +61,15 @@ class ServeProcess:
 
 def serve_env(nats_url: str, *, app: str = "itest", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env.update({"SHOAL_NATS_URL": nats_url, "SHOAL_APP": app, "SHOAL_APP_DIR": str(APPS)})
+    # A bare NATS with no supervisor has no CA: these instances serve plaintext.
+    env.update(
+        {
+            "SHOAL_NATS_URL": nats_url,
+            "SHOAL_APP": app,
+            "SHOAL_APP_DIR": str(APPS),
+            "SHOAL_TLS": "off",
+        }
+    )
     env.update(extra)
     return env
 

@@ -176,6 +176,25 @@ def _check_name_constraints(uri: str, domain: str, chain: Sequence[x509.Certific
             )
 
 
+def check_leaf(leaf: x509.Certificate, trust_domain: str) -> str:
+    """The SPIFFE ID of an SVID whose chain TLS has already verified, or :class:`SvidRejectedError`.
+
+    What OpenSSL does not check: the leaf is not a CA, has exactly one URI SAN, and
+    that URI names a service in ``trust_domain``.
+    """
+    uri = _leaf_uri(leaf)
+    try:
+        domain, _service = _split(uri)
+    except ValueError as exc:
+        raise _reject("not-an-svid", f"{_describe(leaf)}: {exc}") from exc
+    if domain != trust_domain:
+        raise _reject(
+            "foreign-trust-domain",
+            f"{_describe(leaf)} is {uri}, in trust domain {domain!r}, not {trust_domain!r}",
+        )
+    return uri
+
+
 def verify_svid(
     chain: Sequence[x509.Certificate],
     bundle: Sequence[x509.Certificate],

@@ -5,7 +5,9 @@ Hop-by-hop headers (RFC 9110 section 7.6.1: ``connection``, ``keep-alive``,
 header that ``connection`` names) stay on their own connection. Towards the
 service, the mesh client sets ``host``, the gateway answers ``expect`` itself,
 and it owns the ``x-forwarded-*`` headers (this is the edge: what a client
-claims there is replaced, except ``x-forwarded-for``, which is appended to).
+claims there is replaced, except ``x-forwarded-for``, which is appended to) and
+``shoal-user``: a client's is always dropped, on every route, and on a route
+with ``jwt`` the gateway sets its own, the verified claims of the token.
 Back to the client, the upstream ``date`` is dropped (the gateway's server sends
 its own) and ``shoal-route`` names the route taken.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from shoal.gateway._routes import Match
+from shoal.gateway._user import USER_HEADER
 from shoal.types import Scope
 
 __all__ = ["ROUTE_HEADER", "has_body", "request_headers", "response_headers"]
@@ -33,6 +36,7 @@ _REQUEST_DROP = _HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
     b"x-forwarded-prefix",
+    USER_HEADER.encode(),  # only the gateway may say who the user is
 }
 _RESPONSE_DROP = _HOP_BY_HOP | {b"date"}
 
@@ -54,8 +58,11 @@ def has_body(scope: Scope) -> bool:
     return False
 
 
-def request_headers(scope: Scope, match: Match) -> Headers:
-    """The headers to send to the service for a request that took ``match``."""
+def request_headers(scope: Scope, match: Match, *, user: bytes | None = None) -> Headers:
+    """The headers to send to the service for a request that took ``match``.
+
+    ``user`` is the value of ``shoal-user`` (the verified claims), on a route with ``jwt``.
+    """
     raw: Headers = scope["headers"]  # ASGI: names are lowercase
     options = _connection_options(raw)
     out: Headers = []
@@ -79,6 +86,8 @@ def request_headers(scope: Scope, match: Match) -> Headers:
         out.append((b"x-forwarded-host", host))
     if match.stripped:
         out.append((b"x-forwarded-prefix", match.route.prefix_header))
+    if user is not None:
+        out.append((USER_HEADER.encode(), user))
     return out
 
 

@@ -37,9 +37,18 @@ class _ClientGoneError(Exception):
 
 
 async def proxy(
-    client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send, match: Match
+    client: httpx.AsyncClient,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    match: Match,
+    *,
+    user: bytes | None = None,
 ) -> None:
-    """Send the request in ``scope`` to ``match.route.service`` and relay its response."""
+    """Send the request in ``scope`` to ``match.route.service`` and relay its response.
+
+    ``user`` is the value of ``shoal-user`` to send (the token's verified claims), if any.
+    """
     body_read = asyncio.Event()
     content = _request_body(receive, body_read) if has_body(scope) else None
     if content is None:
@@ -47,7 +56,7 @@ async def proxy(
     request = httpx.Request(
         scope["method"],
         _upstream_url(scope, match),
-        headers=request_headers(scope, match),
+        headers=request_headers(scope, match, user=user),
         content=content,
     )
     try:

@@ -29,6 +29,14 @@ from pydantic import (
     model_validator,
 )
 
+from shoal.manifest._authz import (
+    AuthzPolicy,
+    AuthzRule,
+    DefaultPolicyField,
+    by_alias,
+    rule_name,
+)
+from shoal.manifest._authz_checks import authz_extras
 from shoal.manifest._checks import (
     AT_KEY,
     AT_VALUE,
@@ -45,6 +53,7 @@ from shoal.manifest._checks import (
     problem,
     validate_with,
 )
+from shoal.manifest._jwt import JwtSpec
 from shoal.manifest._policy import (
     DEFAULT_POLICY,
     Duration,
@@ -139,13 +148,17 @@ EnvValue = Annotated[StrictStr, BeforeValidator(_env_value)]
 
 
 class RouteSpec(BaseModel):
-    """One gateway route: requests under ``prefix`` go to ``service``."""
+    """One gateway route: requests under ``prefix`` go to ``service``.
+
+    With ``jwt``, only requests bearing a valid token pass (see :class:`JwtSpec`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prefix: Annotated[StrictStr, AfterValidator(_check_prefix)]
     service: StrictStr
     strip_prefix: StrictBool = False
+    jwt: JwtSpec | None = None
 
 
 class GatewaySpec(BaseModel):
@@ -244,13 +257,17 @@ def _manifest_extras(data: object) -> list[Extra]:
 
 
 class Manifest(BaseModel):
-    """A whole ``shoal.yaml``: the app's name, its services and its gateway."""
+    """A whole ``shoal.yaml``: the app's name, its services, its gateway and who may call
+    whom (``policies:``, the rules, and ``default_policy`` for services no rule targets)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     app: AppName
     services: dict[ServiceName, ServiceSpec]
     gateway: GatewaySpec | None = None
+    default_policy: DefaultPolicyField = "allow-mesh"
+    authz_rules: tuple[AuthzRule, ...] = Field(default=(), alias="policies")
+    """``policies:`` in the file (``policies()`` is each service's compiled policy)."""
 
     _path: Path = PrivateAttr(default_factory=lambda: Path(MANIFEST_FILENAME).absolute())
 
@@ -273,16 +290,32 @@ class Manifest(BaseModel):
         """The mesh service that the instances of ``entry`` register as."""
         return self.services[entry].service or entry
 
+    def authz(self, service: str) -> AuthzPolicy:
+        """What ``service``'s instances enforce: ``default_policy`` and the rules targeting
+        it, each named (``policies[<index>]`` for a rule written without a name)."""
+        rules = tuple(
+            rule if rule.name is not None else rule.model_copy(update={"name": rule_name(index)})
+            for index, rule in enumerate(self.authz_rules)
+            if rule.target == service
+        )
+        return AuthzPolicy(default=self.default_policy, rules=rules)
+
     def policies(self) -> dict[str, ServicePolicy]:
-        """Each mesh service's traffic policy (from its own entry, not its version entries)."""
-        return {name: spec.policy() for name, spec in self.services.items() if spec.service is None}
+        """Each mesh service's policy: traffic rules from its own entry (not its version
+        entries) and authorization from :meth:`authz`."""
+        return {
+            name: spec.policy().model_copy(update={"authz": self.authz(name)})
+            for name, spec in self.services.items()
+            if spec.service is None
+        }
 
     @model_validator(mode="wrap")
     @classmethod
     def _cross_checks(
         cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
     ) -> Self:
-        result: Self = validate_with(data, handler, _manifest_extras(data), cls.__name__)
+        extras = [*_manifest_extras(data), *authz_extras(data)]
+        result: Self = validate_with(data, by_alias(cls, handler), extras, cls.__name__)
         path = info.context.get("path") if isinstance(info.context, dict) else None
         if isinstance(path, Path):
             result._path = path.absolute()

@@ -26,6 +26,7 @@ from pydantic import (
     StrictStr,
 )
 
+from shoal.manifest._authz import AuthzPolicy
 from shoal.manifest._checks import Version, between, problem
 
 __all__ = [
@@ -245,6 +246,7 @@ class ServicePolicy(_Model):
     limits: LimitsPolicy = LimitsPolicy()
     routes: tuple[RoutePolicy, ...] = ()
     traffic: TrafficPolicy = TrafficPolicy()
+    authz: AuthzPolicy = AuthzPolicy()
 
     def route(self, method: str, path: str) -> RoutePolicy | None:
         """The first route rule that applies to ``method path``, if any."""

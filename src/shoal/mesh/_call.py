@@ -251,7 +251,9 @@ class Call:
         per_try = self.per_try if self.per_try is not None and self.per_try < left else None
         try:
             async with asyncio.timeout(left if per_try is None else per_try):
-                response = await self.t.pool.send(record.host, record.port, request, extra)
+                response = await self.t.pool.send(
+                    record.host, record.port, request, extra, identity=record.identity
+                )
                 if (self.safe or request.method in SAFE_METHODS) and small_body(response):
                     response = await buffered(response)
         except ConnectFailedError as exc:

@@ -1,15 +1,22 @@
-"""Inbound protection of an instance: deadlines, rate limits per caller, load shedding.
+"""Inbound protection of an instance: authorization, deadlines, rate limits, load shedding.
 
 Wraps the user's app inside ``shoal serve``. For each request, in order:
 
-1. a rate limit per caller service (``limits.rate``; the caller named in
-   ``shoal-caller``) → 429 ``rate-limited`` with ``Retry-After``;
-2. a request whose ``shoal-timeout`` says no time is left → 504
+1. with ``authenticate`` (the instance serves mTLS): the path is normalised once
+   (``shoal.mesh._paths``; a path refused outright → 400 ``bad-path``), the
+   authenticated caller (``shoal.peer`` in the scope, set by the mTLS listener)
+   is checked against the service's authorization policy (``authz``) → 403
+   ``denied:<rule>``, logged on ``shoal.mesh.authz``; the app is then given the
+   normalised path that was checked, never the one as sent;
+2. a rate limit per caller service (``limits.rate``; the authenticated caller
+   with ``authenticate``, else the caller named in ``shoal-caller``) → 429
+   ``rate-limited`` with ``Retry-After``;
+3. a request whose ``shoal-timeout`` says no time is left → 504
    ``deadline-exceeded``, before the app runs;
-3. the adaptive concurrency limit (``limits.adaptive``) → 503 ``overloaded``
+4. the adaptive concurrency limit (``limits.adaptive``) → 503 ``overloaded``
    with ``Retry-After`` for what is past it, so admitted requests keep their
    latency instead of every request queueing;
-4. the app runs with the deadline in a contextvar (outbound calls inherit it);
+5. the app runs with the deadline in a contextvar (outbound calls inherit it);
    if it passes before the response starts, the app is cancelled and the
    caller gets 504 ``deadline-exceeded``; a mesh error the app lets escape
    (say, ``breaker-open`` from a call it made) is answered with its status and
@@ -19,13 +26,19 @@ Wraps the user's app inside ``shoal serve``. For each request, in order:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
+from collections.abc import Callable
 
 from shoal._asgi import send_json
 from shoal.exceptions import TransportError
 from shoal.manifest._policy import DEFAULT_POLICY, ServicePolicy
 from shoal.mesh import _deadline
+from shoal.mesh._authz import authorize
 from shoal.mesh._limiter import AdaptiveLimiter
+from shoal.mesh._paths import PathRejectedError, encode_path, normalize_raw_path
+from shoal.mesh._peer import Peer, peer_of
 from shoal.mesh._policies import PolicySource
 from shoal.mesh._ratelimit import CallerRateLimits
 from shoal.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +49,42 @@ _TIMEOUT = _deadline.TIMEOUT_HEADER.encode()
 _CALLER = b"shoal-caller"
 _REASON = b"shoal-reason"
 
+logger = logging.getLogger("shoal.mesh.authz")
+
+_WHY = {
+    "denied:unauthenticated": "the caller has no mesh identity (no client certificate)",
+    "denied:no-allow-match": "no allow rule for the service matches the request",
+    "denied:default-policy": "no rule allows it and the app's default_policy is deny",
+}
+
+
+def _who(peer: Peer | None) -> str:
+    return "an unauthenticated caller" if peer is None else f"service {peer.service!r}"
+
+
+class _DenialLog:
+    """At most one log line per reason per ``interval``; the lines held back are counted."""
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def denied(self, reason: str, service: str, peer: Peer | None, method: str, path: str) -> None:
+        now = self.clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval:
+            self._held[reason] = self._held.get(reason, 0) + 1
+            return
+        if len(self._last) > 1024:  # one entry per rule: only a flood of names gets here
+            self._last.clear()
+        self._last[reason] = now
+        held = self._held.pop(reason, 0)
+        who = _who(peer)
+        more = f" ({held} more like it held back)" if held else ""
+        logger.info("%s %r from %s to service %r: %s%s", method, path, who, service, reason, more)
+
 
 class InboundGuard:
     def __init__(
@@ -45,11 +94,16 @@ class InboundGuard:
         policies: PolicySource | None = None,
         *,
         limiter: AdaptiveLimiter | None = None,
+        authenticate: bool = False,
+        log_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.service = service
         self.policies = policies
         self.limiter = limiter or AdaptiveLimiter()
+        self.authenticate = authenticate
+        self._denials = _DenialLog(log_interval, clock)
         self._rates: CallerRateLimits | None = None
         self._rate_policy: dict[str, float] | None = None
 
@@ -60,14 +114,19 @@ class InboundGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        timeout_value: bytes | None = None
+        policy = self._policy()
         caller = ""
+        if self.authenticate:
+            admitted = await self._admit_caller(scope, policy, send)
+            if admitted is None:
+                return
+            scope, caller = admitted
+        timeout_value: bytes | None = None
         for name, value in scope["headers"]:
             if name == _TIMEOUT:
                 timeout_value = value
-            elif name == _CALLER:
+            elif name == _CALLER and not self.authenticate:
                 caller = value.decode("latin-1")
-        policy = self._policy()
         if policy.limits.rate and not await self._admit_rate(policy, caller, send):
             return
         timeout = _deadline.parse_timeout(timeout_value)
@@ -95,6 +154,29 @@ class InboundGuard:
             dropped = await self._run(scope, receive, send, timeout)
         finally:
             limiter.release(started, dropped=dropped)
+
+    async def _admit_caller(
+        self, scope: Scope, policy: ServicePolicy, send: Send
+    ) -> tuple[Scope, str] | None:
+        """Normalise the path and authorize the caller: the scope the app gets and the
+        caller's service, or None once the request is refused."""
+        method = scope["method"]
+        raw_path = scope.get("raw_path") or encode_path(scope["path"])
+        peer = peer_of(scope)
+        try:
+            path = normalize_raw_path(raw_path)
+        except PathRejectedError as exc:
+            self._denials.denied("bad-path", self.service, peer, method, exc.path)
+            await _refuse(send, 400, "bad-path", str(exc))
+            return None
+        decision = authorize(policy.authz, None if peer is None else peer.service, method, path)
+        if not decision.allowed or peer is None:  # no peer is never allowed
+            self._denials.denied(decision.reason, self.service, peer, method, path)
+            why = _WHY.get(decision.reason) or f"denied by rule {decision.rule!r}"
+            message = f"{_who(peer)} may not {method} {path!r} on service {self.service!r}: {why}"
+            await _refuse(send, 403, decision.reason, message)
+            return None
+        return {**scope, "path": path, "raw_path": encode_path(path)}, peer.service
 
     async def _admit_rate(self, policy: ServicePolicy, caller: str, send: Send) -> bool:
         rates = self._rates

@@ -11,35 +11,71 @@ streaming behind it. The wire work is asyncio Protocols and httptools (llhttp):
 
 Errors come out as httpx exceptions, except ``ConnectFailedError``, which tells
 the caller that nothing was sent and another endpoint may be tried.
+
+A request sent with ``identity`` (a SPIFFE ID) goes over mutual TLS: the pool
+presents this process's SVID (from ``tls``, by default the serving runtime's
+workload identity) and refuses a server that does not prove ``identity``.
+Connections are pooled per (host, port, identity).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import httpx
 
+from shoal.exceptions import SvidRejectedError
+from shoal.runtime._context import current_identity
+
 from ._http11_conn import NO_RESPONSE, Connection, Key, StaleConnectionError
 from ._http11_wire import encode_request
+from ._tls import describe_handshake_error, handshake_reason, peer_of_connection
 
-__all__ = ["ConnectFailedError", "Http11Pool"]
+__all__ = ["ClientTls", "ConnectFailedError", "Http11Pool"]
 
 
 class ConnectFailedError(Exception):
-    """Could not open a connection (refused, reset during connect, unreachable, connect timeout).
+    """Could not open a connection (refused, reset during connect, unreachable, connect timeout,
+    a failed TLS handshake, a server that is not who it should be).
 
     Nothing of the request was sent, so the caller may safely try another endpoint.
+    ``reason`` is a word for logs (``refused`` unless TLS said more).
     """
+
+    def __init__(self, message: str, *, reason: str = "connect-failed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ClientTls(Protocol):
+    """What the pool needs of a workload identity to open mTLS connections."""
+
+    @property
+    def trust_domain(self) -> str: ...
+
+    def client_context(self) -> ssl.SSLContext: ...
+
+
+def _current_identity() -> ClientTls | None:
+    return current_identity()
 
 
 class Http11Pool:
     """Keep-alive HTTP/1.1 connections to many endpoints, reused last-in first-out."""
 
-    def __init__(self, *, max_idle_per_endpoint: int = 64, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle_per_endpoint: int = 64,
+        connect_timeout: float = 5.0,
+        tls: Callable[[], ClientTls | None] | None = None,
+    ) -> None:
         if max_idle_per_endpoint < 0:
             raise ValueError("max_idle_per_endpoint must be 0 or more")
+        self._tls = tls or _current_identity
         self._max_idle = max_idle_per_endpoint
         self._connect_timeout = connect_timeout
         self._idle: dict[Key, list[Connection]] = {}
@@ -52,9 +88,12 @@ class Http11Pool:
         port: int,
         request: httpx.Request,
         extra: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        identity: str = "",
     ) -> httpx.Response:
         """Send ``request`` to ``host:port`` (plus ``extra`` headers, lowercase names, which
         replace the request's own of the same name); return once the response head is in.
+        With ``identity``, over mTLS to a server that proves that SPIFFE ID.
 
         Raises ``ConnectFailedError`` when no connection could be opened, and
         httpx exceptions (``ReadTimeout``, ``RemoteProtocolError``, ...) after.
@@ -63,7 +102,7 @@ class Http11Pool:
             raise RuntimeError("cannot send a request: the HTTP/1.1 pool is closed")
         out = encode_request(request, extra)
         connect_timeout, read_timeout, write_timeout = self._timeouts(request.extensions)
-        key = (host, port)
+        key = (host, port, identity)
         conn = self._take(key)
         if conn is None:
             conn = await self._connect(key, connect_timeout)
@@ -81,9 +120,10 @@ class Http11Pool:
 
     def drop_endpoint(self, host: str, port: int) -> None:
         """Close the idle connections to ``host:port`` (those in use close when done)."""
-        for conn in self._idle.pop((host, port), ()):
-            conn.idle = False
-            conn.close()
+        for key in [k for k in self._idle if k[0] == host and k[1] == port]:
+            for conn in self._idle.pop(key, ()):
+                conn.idle = False
+                conn.close()
 
     async def aclose(self) -> None:
         """Close every connection, idle or in use, and wait until their sockets are."""
@@ -132,24 +172,65 @@ class Http11Pool:
 
     async def _connect(self, key: Key, connect_timeout: float | None) -> Connection:
         loop = asyncio.get_running_loop()
-        host, port = key
+        host, port, identity = key
+        tls = self._client_tls(key) if identity else None
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self, key, loop), host, port
+                transport, conn = await loop.create_connection(
+                    lambda: Connection(self, key, loop),
+                    host,
+                    port,
+                    ssl=None if tls is None else tls.client_context(),
                 )
         except TimeoutError as exc:
             msg = f"timed out connecting to {host}:{port} after {connect_timeout}s"
             raise ConnectFailedError(msg) from exc
+        except ssl.SSLError as exc:
+            raise ConnectFailedError(
+                f"TLS handshake with {host}:{port} failed: {describe_handshake_error(exc)}",
+                reason=handshake_reason(exc),
+            ) from exc
         except OSError as exc:
             msg = f"cannot connect to {host}:{port}: {exc.strerror or exc}"
             raise ConnectFailedError(msg) from exc
+        if tls is not None:
+            self._check_server(conn, transport, key, tls.trust_domain)
         if not conn.closed.done():
             self._all.add(conn)
         if self._closed:
             conn.close()
             raise RuntimeError("cannot send a request: the HTTP/1.1 pool is closed")
         return conn
+
+    def _client_tls(self, key: Key) -> ClientTls:
+        tls = self._tls()
+        if tls is None:
+            host, port, identity = key
+            raise ConnectFailedError(
+                f"{host}:{port} serves mTLS as {identity} and this process has no workload "
+                "identity: call it from inside `shoal serve`, or through the gateway",
+                reason="no-identity",
+            )
+        return tls
+
+    def _check_server(
+        self, conn: Connection, transport: asyncio.BaseTransport, key: Key, domain: str
+    ) -> None:
+        host, port, identity = key
+        try:
+            peer = peer_of_connection(transport.get_extra_info("ssl_object"), domain)
+        except SvidRejectedError as exc:
+            conn.close()
+            raise ConnectFailedError(
+                f"{host}:{port} is not a valid SVID holder: {exc}", reason=exc.reason
+            ) from exc
+        if peer.spiffe_id != identity:
+            conn.close()
+            raise ConnectFailedError(
+                f"{host}:{port} proved {peer.spiffe_id}, not {identity}: "
+                "refusing to send it a request meant for another service",
+                reason="identity-mismatch",
+            )
 
     def _timeouts(
         self, extensions: Mapping[str, Any]

@@ -30,7 +30,8 @@ from ._http11_wire import Headers, Outgoing, chunk_header, has_framing, head_kee
 
 __all__ = ["Connection", "Key", "Owner", "StaleConnectionError"]
 
-Key = tuple[str, int]
+Key = tuple[str, int, str]
+"""(host, port, the SPIFFE ID the server must prove, or "" for plaintext)."""
 
 NO_RESPONSE = "server closed the connection without sending a response"
 

@@ -148,7 +148,9 @@ class Mirror:
                 copy.headers[_deadline.TIMEOUT_HEADER] = _deadline.format_timeout(
                     deadline - _deadline.now()
                 )
-                response = await self.t.pool.send(record.host, record.port, copy)
+                response = await self.t.pool.send(
+                    record.host, record.port, copy, identity=record.identity
+                )
                 try:
                     async for chunk in response.aiter_raw():
                         read += len(chunk)

@@ -10,12 +10,15 @@ from shoal.backbone._connection import Backbone
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import read_connection_file
-from shoal.exceptions import BackboneError, ShoalError
+from shoal.exceptions import BackboneError, IdentityError, ShoalError
 from shoal.mesh._policies import PolicySource
 from shoal.registry._discovery import Discovery
 from shoal.runtime._context import current_discovery, current_policies
+from shoal.runtime._identity import WorkloadIdentity
 
-__all__ = ["NatsOpener", "default_opener"]
+__all__ = ["OPERATOR_SERVICE", "NatsOpener", "default_opener"]
+
+OPERATOR_SERVICE = "shoal-cli"
 
 
 class NatsOpener:
@@ -28,6 +31,7 @@ class NatsOpener:
         self._discovery: Discovery | None = None
         self._policies: NatsPolicies | None = None
         self._source: PolicySource | None = None
+        self._identity: WorkloadIdentity | None = None
 
     async def open(self) -> Discovery:
         shared = current_discovery()
@@ -49,8 +53,30 @@ class NatsOpener:
         self._backbone = await Backbone.connect(url, name=f"{app}/client")
         self._discovery = Discovery(NatsRegistry(self._backbone, app))
         self._policies = self._source = NatsPolicies(self._backbone, app)
-        await asyncio.gather(self._discovery.start(), self._policies.start())
+        await asyncio.gather(
+            self._discovery.start(), self._policies.start(), self._obtain_identity(app)
+        )
         return self._discovery
+
+    async def _obtain_identity(self, app: str) -> None:
+        """An SVID through the operator's subject, if the app has a CA (else plaintext only).
+
+        A script with the app's NATS credentials acts for the operator: it is
+        ``SHOAL_SERVICE`` if set, else ``shoal-cli``, and authorization rules apply to it.
+        """
+        service = os.environ.get("SHOAL_SERVICE") or OPERATOR_SERVICE
+        assert self._backbone is not None
+        identity = WorkloadIdentity(self._backbone, app, service)
+        try:
+            await identity.obtain(None)
+        except IdentityError:
+            return  # no CA answers: an app without mTLS (SHOAL_TLS=off) or a bare backbone
+        identity.start()
+        self._identity = identity
+
+    def identity(self) -> WorkloadIdentity | None:
+        """The SVID this client presents, if it obtained one."""
+        return self._identity
 
     def policy_source(self) -> PolicySource:
         """The live traffic policies; valid once ``open()`` has returned."""
@@ -59,6 +85,8 @@ class NatsOpener:
         return self._source
 
     async def aclose(self) -> None:
+        if self._identity is not None:
+            await self._identity.aclose()
         if self._policies is not None:
             await self._policies.aclose()
         if self._discovery is not None:

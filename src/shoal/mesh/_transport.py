@@ -23,12 +23,13 @@ from shoal.exceptions import NoEndpointsError
 from shoal.mesh._balancer import Balancer
 from shoal.mesh._call import Call
 from shoal.mesh._destination import Destination
-from shoal.mesh._http11 import Http11Pool
+from shoal.mesh._http11 import ClientTls, Http11Pool
 from shoal.mesh._mirror import Mirror
 from shoal.mesh._policies import PolicySource, StaticPolicies
 from shoal.mesh._routing import wants_mirror
 from shoal.registry._cache import EndpointCache
 from shoal.registry._discovery import Discovery
+from shoal.runtime._context import current_identity
 
 __all__ = ["MeshTransport", "is_service_host"]
 
@@ -62,7 +63,7 @@ class MeshTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._discovery = discovery
         self._opener = opener
-        self.pool = pool or Http11Pool()
+        self.pool = pool or Http11Pool(tls=self._identity)
         self._fallback = fallback or httpx.AsyncHTTPTransport()
         self.balancer = balancer or Balancer()
         self._policies = policies
@@ -111,6 +112,13 @@ class MeshTransport(httpx.AsyncBaseTransport):
         for dest in self.destinations.values():
             dest.outlier.forget(present)
 
+    def _identity(self) -> ClientTls | None:
+        """The SVID to present: the serving process's, else the one the opener obtained."""
+        found = current_identity()
+        if found is None and self._opener is not None:
+            return self._opener.identity()
+        return found
+
     async def _open(self) -> Discovery:
         async with self._lock:
             if self._discovery is None:
@@ -138,6 +146,8 @@ class _Opener(Protocol):
     async def open(self) -> Discovery: ...
 
     def policy_source(self) -> PolicySource | None: ...
+
+    def identity(self) -> ClientTls | None: ...
 
     async def aclose(self) -> None: ...
 

@@ -30,6 +30,12 @@ class InstanceRecord(BaseModel):
     pid: int | None = None
     ttl: float = Field(default=2.5, gt=0)
     """Seconds without a heartbeat after which watchers drop the instance."""
+    tls: bool = False
+    """It serves mTLS with an SVID of its service (else plaintext: development, commands)."""
+    trust: int = 0
+    """The trust bundle generation it has applied (rotation waits on it)."""
+    issuer: str = ""
+    """Fingerprint of the intermediate that signed its current SVID."""
 
     @property
     def key(self) -> str:
@@ -38,6 +44,11 @@ class InstanceRecord(BaseModel):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def identity(self) -> str:
+        """The SPIFFE ID it must prove over mTLS; "" if it serves plaintext."""
+        return f"spiffe://{self.app}.shoal/svc/{self.service}" if self.tls else ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,16 +8,20 @@ from shoal.registry._discovery import Discovery
 
 if TYPE_CHECKING:
     from shoal.mesh._policies import PolicySource
+    from shoal.runtime._identity import WorkloadIdentity
 
 __all__ = [
     "current_discovery",
+    "current_identity",
     "current_policies",
     "set_current_discovery",
+    "set_current_identity",
     "set_current_policies",
 ]
 
 _discovery: Discovery | None = None
 _policies: PolicySource | None = None
+_identity: WorkloadIdentity | None = None
 
 
 def current_discovery() -> Discovery | None:
@@ -38,3 +42,13 @@ def current_policies() -> PolicySource | None:
 def set_current_policies(policies: PolicySource | None) -> None:
     global _policies
     _policies = policies
+
+
+def current_identity() -> WorkloadIdentity | None:
+    """The workload identity (SVID) of this process, if it has one."""
+    return _identity
+
+
+def set_current_identity(identity: WorkloadIdentity | None) -> None:
+    global _identity
+    _identity = identity

@@ -53,12 +53,17 @@ class Inbound:
     """Wraps the user's ASGI app; answers ``/.shoal/live`` and ``/.shoal/ready`` itself."""
 
     def __init__(
-        self, app: ASGIApp, status: InstanceStatus, *, policies: PolicySource | None = None
+        self,
+        app: ASGIApp,
+        status: InstanceStatus,
+        *,
+        policies: PolicySource | None = None,
+        authenticate: bool = False,
     ) -> None:
         service = status.record.service
         if policies is None:
             policies = _GatewayPolicies() if service == "gateway" else _ProcessPolicies()
-        self.guard = InboundGuard(app, service, policies)
+        self.guard = InboundGuard(app, service, policies, authenticate=authenticate)
         self.app: ASGIApp = self.guard
         self.status = status
         self._header = (INSTANCE_HEADER, status.record.instance.encode())

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import math
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from shoal.backbone._connection import Backbone
 from shoal.backbone._policies import NatsPolicies
@@ -31,17 +34,25 @@ from shoal.backbone._registry import NatsRegistry
 from shoal.exceptions import PortInUseError, ServeError
 from shoal.registry._discovery import Discovery
 from shoal.registry._records import InstanceRecord
-from shoal.runtime._context import set_current_discovery, set_current_policies
+from shoal.runtime._bootstrap import read_bootstrap
+from shoal.runtime._context import (
+    set_current_discovery,
+    set_current_identity,
+    set_current_policies,
+)
+from shoal.runtime._identity import WorkloadIdentity
 from shoal.runtime._inbound import Inbound, InstanceStatus
 from shoal.runtime._loader import import_app
 from shoal.runtime._registration import Registration
 from shoal.runtime._settings import RuntimeSettings
+from shoal.runtime._tls_listener import MtlsListener
 from shoal.types import ASGIApp
 
 __all__ = ["bind_socket", "run_instance"]
 
 log = logging.getLogger("shoal.runtime")
 
+GATEWAY_SERVICE = "gateway"
 DEREGISTER_GRACE = 0.25
 """Seconds between deregistering and closing the listener, so watchers stop routing here."""
 
@@ -72,11 +83,14 @@ def run_instance(target: str, settings: RuntimeSettings, *, log_level: str = "in
     The resolved identity is exported to the environment first, so the app (and
     anything it spawns) can read ``SHOAL_SERVICE``, ``SHOAL_INSTANCE``, etc.
     """
+    secrets = read_bootstrap()  # first: the app must never see them
+    if secrets.get("nats_url"):
+        settings = dataclasses.replace(settings, nats_url=secrets["nats_url"])
     os.environ.update(settings.identity_env())
     app = import_app(target, settings.app_dir)
     sock = bind_socket(settings.host, settings.port)
     try:
-        return _run(_serve(app, sock, settings, log_level))
+        return _run(_serve(app, sock, settings, log_level, secrets.get("token")))
     finally:
         sock.close()
 
@@ -91,24 +105,48 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, with shoal's signal handling and a hook once the app has started."""
+    """uvicorn, with shoal's signal handling, its mTLS listener, and a hook once started."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_started: Callable[[], Awaitable[None]],
+        identity: WorkloadIdentity | None = None,
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._identity = identity
+        self.listener: MtlsListener | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # shoal installs its own handlers: deregistration comes first
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        if self._identity is None or not sockets:
+            await super().startup(sockets=sockets)
+        else:
+            await self.lifespan.startup()
+            if self.lifespan.should_exit:
+                sys.exit(STARTUP_FAILURE)
+            self.listener = MtlsListener(
+                sockets[0],
+                self._identity,
+                lambda: (self.config, self.server_state, self.lifespan.state),
+            )
+            self.listener.start()
+            self.servers = [self.listener]  # type: ignore[list-item]  # close, wait_closed
+            self.started = True
         if self.started and not self.should_exit:
             await self._on_started()
 
 
 async def _serve(
-    app: ASGIApp, sock: socket.socket, settings: RuntimeSettings, log_level: str
+    app: ASGIApp,
+    sock: socket.socket,
+    settings: RuntimeSettings,
+    log_level: str,
+    token: str | None = None,
 ) -> int:
     host, port = sock.getsockname()[:2]
     record = InstanceRecord(
@@ -130,12 +168,17 @@ async def _serve(
         NatsRegistry(backbone, settings.app), status, settings.heartbeat_interval
     )
     unsubscribe = backbone.on_back(registration.refresh_now)
+    identity: WorkloadIdentity | None = None
     try:
+        if settings.tls:
+            identity = await _identity(backbone, settings, token, status, registration)
+        # The gateway's own port faces outside clients: plaintext (or their TLS), not mTLS.
+        authenticate = identity is not None and settings.service != GATEWAY_SERVICE
         await asyncio.gather(discovery.start(), policies.start())
         set_current_discovery(discovery)
         set_current_policies(policies)
         config = uvicorn.Config(
-            Inbound(app, status),
+            Inbound(app, status, authenticate=authenticate),
             loop="none",
             http="httptools",
             ws="none",
@@ -150,15 +193,16 @@ async def _serve(
         async def started() -> None:
             await registration.register()
             log.info(
-                "serving %s/%s (app %s) on http://%s:%d",
+                "serving %s/%s (app %s) on %s://%s:%d",
                 settings.service,
                 settings.instance,
                 settings.app,
+                "http" if identity is None or not authenticate else "mtls",
                 host,
                 port,
             )
 
-        server = _Server(config, started)
+        server = _Server(config, started, identity if authenticate else None)
         _install_signal_handlers(server, registration)
         try:
             await server.serve(sockets=[sock])
@@ -174,9 +218,42 @@ async def _serve(
         unsubscribe()
         set_current_discovery(None)
         set_current_policies(None)
+        set_current_identity(None)
+        if identity is not None:
+            await identity.aclose()
         await policies.aclose()
         await discovery.aclose()
         await backbone.aclose()
+
+
+async def _identity(
+    backbone: Backbone,
+    settings: RuntimeSettings,
+    token: str | None,
+    status: InstanceStatus,
+    registration: Registration,
+) -> WorkloadIdentity:
+    """Obtain this instance's SVID, keep it current, and say in the registry what it holds."""
+    identity = WorkloadIdentity(backbone, settings.app, settings.service)
+    await identity.obtain(token)
+
+    def report() -> None:
+        creds = identity.credentials
+        status.record = status.record.model_copy(
+            update={
+                "tls": settings.service != GATEWAY_SERVICE,
+                "trust": identity.bundle_generation,
+                "issuer": creds.issuer_fingerprint,
+            }
+        )
+        if status.state != "starting":
+            registration.refresh_now()
+
+    report()
+    identity.on_change(report)
+    identity.start()
+    set_current_identity(identity)
+    return identity
 
 
 def _install_signal_handlers(server: _Server, registration: Registration) -> None:

@@ -41,6 +41,9 @@ class RuntimeSettings:
     drain_timeout: float = 10.0
     registry_ttl: float = 2.5
     advertise_host: str | None = None
+    tls: bool = True
+    """Serve mutual TLS with an SVID from the app's CA (``SHOAL_TLS=off``: plaintext, for
+    development against a bare NATS with no supervisor)."""
 
     def identity_env(self) -> dict[str, str]:
         """Who this instance is, as environment variables."""
@@ -101,6 +104,7 @@ class RuntimeSettings:
             ),
             advertise_host=str(given.get("advertise_host") or env.get("SHOAL_ADVERTISE_HOST") or "")
             or None,
+            tls=_switch(pick("tls", "SHOAL_TLS", "on"), "SHOAL_TLS"),
         )
 
 
@@ -112,6 +116,15 @@ def _number(text: str, what: str, kind: type[_N]) -> _N:
     if value < 0:
         raise ServeError(f"{what} must not be negative, got {text!r}")
     return value
+
+
+def _switch(text: str, what: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ServeError(f"{what} must be on or off, got {text!r}")
 
 
 def _local_nats(app_dir: Path) -> str:

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shoal.exceptions import RegistryError
+from shoal.exceptions import RegistryError, ShoalError
 from shoal.registry._records import InstanceRecord
+from shoal.runtime._bootstrap import BOOTSTRAP_FD_ENV
 from shoal.runtime._inbound import InstanceStatus
 from shoal.runtime._registration import Registration
 from shoal.supervisor._backoff import Backoff
@@ -65,12 +66,16 @@ class SupervisedInstance:
         *,
         on_change: Callable[[], None] = lambda: None,
         stop_timeout: float = 15.0,
+        bootstrap: Callable[[], bytes] | None = None,
     ) -> None:
         self.plan = plan
         self.logs = logs
         self.registry = registry
         self.on_change = on_change
         self.stop_timeout = stop_timeout
+        self.bootstrap = bootstrap
+        """Secrets for each spawn (a fresh bootstrap token, NATS credentials), sent through a
+        pipe the child inherits: never in its argv or environment, so never in `ps`."""
         self.backoff = Backoff()
         self.state = "starting"  # starting | running | backoff | crash-loop | stopping | stopped
         self.restarts = 0
@@ -132,7 +137,11 @@ class SupervisedInstance:
 
     async def _run_once(self) -> int:
         env = {**self.plan.env, "PYTHONUNBUFFERED": "1"}
+        secret_fd: int | None = None
         try:
+            if self.bootstrap is not None:
+                secret_fd = _secret_pipe(self.bootstrap())
+                env[BOOTSTRAP_FD_ENV] = str(secret_fd)
             proc = await asyncio.create_subprocess_exec(
                 *self.plan.argv,
                 cwd=self.plan.cwd,
@@ -141,10 +150,14 @@ class SupervisedInstance:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=() if secret_fd is None else (secret_fd,),
             )
-        except OSError as exc:
+        except (OSError, ShoalError) as exc:
             self.logs.line(self.plan.entry, self.name, f"[shoal] cannot start: {exc}")
             return 127
+        finally:
+            if secret_fd is not None:
+                os.close(secret_fd)
         self._proc = proc
         self.pid = proc.pid
         self.started_at = time.time()
@@ -213,6 +226,21 @@ async def _accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def _secret_pipe(data: bytes) -> int:
+    """The read end of a pipe that holds ``data`` (a few KiB at most: it fits the buffer)."""
+    read, write = os.pipe()
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(write, view) :]
+    except OSError:
+        os.close(read)
+        raise
+    finally:
+        os.close(write)
+    return read
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,13 @@ from shoal.backbone._connection import Backbone
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import EmbeddedNats
+from shoal.control._ca import DEFAULT_SVID_LIFETIME, CertificateAuthority
+from shoal.control._issuer import Issuer
 from shoal.exceptions import ShoalError
 from shoal.manifest import Manifest, ServiceSpec
 from shoal.registry._discovery import Discovery
+from shoal.registry._records import InstanceRecord
+from shoal.runtime._bootstrap import encode_bootstrap
 from shoal.runtime._serve import bind_socket
 from shoal.supervisor._instance import (
     InstancePlan,
@@ -52,6 +57,27 @@ def gateway_port(manifest: Manifest) -> int | None:
             raise ShoalError(f"SHOAL_GATEWAY_PORT must be a port number, got {override!r}")
         return int(override)
     return manifest.gateway.port
+
+
+def _without_credentials(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+
+
+def _svid_lifetime() -> float:
+    """``SHOAL_SVID_LIFETIME`` seconds (tests and drills use short ones), else 24 hours."""
+    text = os.environ.get("SHOAL_SVID_LIFETIME", "")
+    if not text:
+        return DEFAULT_SVID_LIFETIME
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value < 10:
+        raise ShoalError(
+            f"SHOAL_SVID_LIFETIME must be a number of seconds, 10 or more, not {text!r}"
+        )
+    return value
 
 
 def check_gateway_port(manifest: Manifest) -> None:
@@ -94,6 +120,9 @@ class Supervisor:
         self._reloader: ManifestReloader | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._manifest_poll = manifest_poll
+        self.tls = os.environ.get("SHOAL_TLS", "on").strip().lower() not in ("off", "0", "false")
+        """Instances serve mTLS with SVIDs from the app's CA (``SHOAL_TLS=off``: plaintext)."""
+        self.issuer: Issuer | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -111,6 +140,14 @@ class Supervisor:
         await self.discovery.start()
         self._policies = NatsPolicies(self._backbone, self.app)
         await self._policies.publish(self.manifest.policies())
+        if self.tls:
+            ca = await asyncio.to_thread(
+                CertificateAuthority.load_or_create, self.directory, self.app
+            )
+            self.issuer = Issuer(
+                self._backbone, ca, self.directory, lifetime=_svid_lifetime(), say=self.say
+            )
+            await self.issuer.start()
         for name, spec in self.manifest.services.items():
             self.instances[name] = []
             for _ in range(spec.replicas):
@@ -142,8 +179,10 @@ class Supervisor:
                 "SHOAL_APP": self.app,
                 "SHOAL_SERVICE": mesh,
                 "SHOAL_INSTANCE": instance,
-                "SHOAL_NATS_URL": self.nats_url,
+                # The credentials go through the bootstrap pipe (see _bootstrap), not here.
+                "SHOAL_NATS_URL": _without_credentials(self.nats_url),
                 "SHOAL_APP_DIR": str(self.directory),
+                "SHOAL_TLS": "on" if self.tls else "off",
             }
         )
         if spec is None:  # the gateway
@@ -172,12 +211,39 @@ class Supervisor:
 
     def _spawn(self, service: str, spec: ServiceSpec | None) -> SupervisedInstance:
         assert self._registry is not None
+        plan = self._plan(service, spec)
         inst = SupervisedInstance(
-            self._plan(service, spec), self.logs, self._registry, on_change=self._notify
+            plan,
+            self.logs,
+            self._registry,
+            on_change=self._notify,
+            bootstrap=None if plan.port is not None else self._secrets_for(plan.service),
         )
         self.instances[service].append(inst)
         inst.start()
         return inst
+
+    def _secrets_for(self, service: str) -> Callable[[], bytes]:
+        """What each spawn of an ASGI instance of ``service`` gets through its pipe."""
+
+        def secrets() -> bytes:
+            token = self.issuer.mint(service) if self.issuer is not None else ""
+            return encode_bootstrap(token=token, nats_url=self.nats_url)
+
+        return secrets
+
+    def records(self) -> list[InstanceRecord]:
+        """Every instance in the registry, as last seen."""
+        if self.discovery is None:
+            return []
+        cache = self.discovery.cache
+        return [r for s in cache.services() for r in cache.instances(s)]
+
+    async def rotate_ca(self) -> dict[str, Any]:
+        """Roll the app's root CA under load (see ``Issuer.rotate``)."""
+        if self.issuer is None:
+            raise ShoalError(f"app {self.app!r} runs without mTLS (SHOAL_TLS=off): no CA to rotate")
+        return await self.issuer.rotate(self.records)
 
     def _notify(self) -> None:
         self.changed.set()
@@ -280,6 +346,8 @@ class Supervisor:
         await asyncio.gather(*(i.stop(force=force) for i in gateway))
         rest = [i for name, insts in self.instances.items() if name != GATEWAY for i in insts]
         await asyncio.gather(*(i.stop(force=force) for i in rest))
+        if self.issuer is not None:
+            await self.issuer.aclose()
         if self.discovery is not None:
             await self.discovery.aclose()
         if self._backbone is not None:
