@@ -6,6 +6,8 @@ POST /v1/scale     {"service": S, "replicas": N}
 POST /v1/restart   {"service": S}     (rolling; answers when done)
 POST /v1/apply     re-read shoal.yaml, apply its traffic policy live
                    (200 {"changed", "not_applied"}; 422 {"error", "problems"} if invalid)
+POST /v1/ca/rotate roll the app's root CA under load (answers when done, with each step)
+GET  /v1/ca        the CA's certificates and their expiry, issued and refused counts
 POST /v1/down      stop the app gracefully (answers 202 first)
 """
 
@@ -82,6 +84,10 @@ class ControlAPI:
                 )
                 return 422, {"error": error, "problems": [str(p) for p in exc.problems]}
             return 200, result.to_json()
+        if (method, path) == ("POST", "/v1/ca/rotate"):
+            return 200, await sup.rotate_ca()
+        if (method, path) == ("GET", "/v1/ca"):
+            return 200, sup.ca_status()
         if (method, path) == ("POST", "/v1/down"):
             asyncio.get_running_loop().call_later(0.05, self._on_down)
             return 202, {"stopping": sup.app}

@@ -31,6 +31,8 @@ __all__ = [
     "BACKDATE",
     "CertificateAuthority",
     "Clock",
+    "check_expiry",
+    "describe_certificate",
     "DEFAULT_SVID_LIFETIME",
     "new_key_and_csr",
     "spiffe_id",
@@ -364,6 +366,61 @@ class CertificateAuthority:
     def bundle_pem(self) -> bytes:
         """:meth:`bundle` as concatenated PEM."""
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.bundle())
+
+
+def describe_certificate(
+    cert: x509.Certificate, *, now: datetime | None = None
+) -> dict[str, object]:
+    """Name, role, expiry and days left of a CA certificate (for `shoal check` and the API)."""
+    now = now or _utcnow()
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else cert.subject.rfc4514_string()
+    left = cert.not_valid_after_utc - now
+    return {
+        "name": name,
+        "role": "root" if cert.issuer == cert.subject else "intermediate",
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "days_left": round(left.total_seconds() / 86400, 1),
+        "fingerprint": cert.fingerprint(hashes.SHA256()).hex()[:16],
+    }
+
+
+def check_expiry(
+    directory: Path, *, now: datetime | None = None, warn_days: float = 30.0
+) -> list[tuple[str, str]]:
+    """``[(level, message)]`` for the CA under ``directory/.shoal/ca``: ``error`` for an expired
+    root or intermediate, ``warning`` for one that expires within ``warn_days``."""
+    now = now or _utcnow()
+    ca_dir = directory / ".shoal" / "ca"
+    found: list[tuple[str, str]] = []
+    for name in ("root.pem", "intermediate.pem"):
+        path = ca_dir / name
+        if not path.exists():
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            found.append(("error", f"{path}: unreadable certificate ({exc})"))
+            continue
+        info = describe_certificate(cert, now=now)
+        days = float(str(info["days_left"]))
+        if cert.not_valid_after_utc <= now:
+            found.append(
+                (
+                    "error",
+                    f"{path}: the {info['role']} expired on {info['not_after']}; every SVID it "
+                    "vouches for fails; run `shoal ca rotate` (or remove .shoal/ca and restart)",
+                )
+            )
+        elif days <= warn_days:
+            found.append(
+                (
+                    "warning",
+                    f"{path}: the {info['role']} expires in {days:g} days ({info['not_after']}); "
+                    "run `shoal ca rotate` before then",
+                )
+            )
+    return found
 
 
 def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:

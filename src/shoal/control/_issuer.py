@@ -294,10 +294,10 @@ async def _until(
     done: Callable[[InstanceRecord], bool],
     timeout: float,
 ) -> list[str]:
-    """Wait until ``done`` holds for every mTLS instance; the instances still waiting."""
+    """Wait until ``done`` holds for every instance holding an SVID; those still waiting."""
     deadline = time.monotonic() + timeout
     while True:
-        waiting = sorted(r.instance for r in instances() if r.tls and not done(r))
+        waiting = sorted(r.instance for r in instances() if r.issuer and not done(r))
         if not waiting or time.monotonic() >= deadline:
             return waiting
         await asyncio.sleep(0.1)

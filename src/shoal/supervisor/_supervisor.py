@@ -22,7 +22,7 @@ from shoal.backbone._connection import Backbone
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import EmbeddedNats
-from shoal.control._ca import DEFAULT_SVID_LIFETIME, CertificateAuthority
+from shoal.control._ca import DEFAULT_SVID_LIFETIME, CertificateAuthority, describe_certificate
 from shoal.control._issuer import Issuer
 from shoal.exceptions import ShoalError
 from shoal.manifest import Manifest, ServiceSpec
@@ -244,6 +244,21 @@ class Supervisor:
         if self.issuer is None:
             raise ShoalError(f"app {self.app!r} runs without mTLS (SHOAL_TLS=off): no CA to rotate")
         return await self.issuer.rotate(self.records)
+
+    def ca_status(self) -> dict[str, Any]:
+        if self.issuer is None:
+            return {"tls": False}
+        ca = self.issuer.ca
+        return {
+            "tls": True,
+            "trust_domain": ca.trust_domain,
+            "certificates": [
+                describe_certificate(c) for c in (*self.issuer.roots, ca.intermediate)
+            ],
+            "bundle": self.issuer.generation,
+            "issued": self.issuer.issued,
+            "refused": dict(self.issuer.refused),
+        }
 
     def _notify(self) -> None:
         self.changed.set()
