@@ -264,3 +264,68 @@ def test_check_warns_and_fails_on_ca_expiry(tmp_path: Path) -> None:
     result = _shoal("check", str(tmp_path), "--warn-days", "400", env=env)
     assert result.returncode == 0, result.stderr
     assert "warning" in result.stderr
+
+
+def test_a_service_nats_user_can_touch_only_its_own_registry_entries(
+    app: tuple[Path, dict[str, str], int],
+) -> None:
+    import nats
+    import nats.errors
+
+    app_dir, env, port = app
+    with _up(app_dir, env):
+        creds = json.loads((app_dir / ".shoal" / "nats.creds.json").read_text())
+        conn = json.loads((app_dir / ".shoal" / "nats.json").read_text())
+        address = conn["display_url"].removeprefix("nats://")
+        errors: list[str] = []
+
+        async def attempt() -> dict[str, Any]:
+            async def on_error(exc: Exception) -> None:
+                errors.append(str(exc))
+
+            nc = await nats.connect(
+                f"nats://svc-echo:{creds['services']['echo']}@{address}", error_cb=on_error
+            )
+            js = nc.jetstream(timeout=1.0)
+            outcome: dict[str, Any] = {}
+            registry = await js.key_value("shoal-registry-sectest")
+            relay_before = {k: (await registry.get(k)).value for k in await registry.keys()}
+            for name, call in (
+                ("hijack relay", registry.put("relay.relay-1", b'{"evil": true}')),
+                ("delete relay", registry.delete("relay.relay-1")),
+                ("own entry", registry.put("echo.probe", b"{}")),
+            ):
+                try:
+                    await call
+                    outcome[name] = "ok"
+                except (nats.errors.Error, TimeoutError) as exc:
+                    outcome[name] = type(exc).__name__
+            with contextlib.suppress(Exception):
+                await registry.delete("echo.probe")
+            policy = await js.key_value("shoal-policy-sectest")
+            try:
+                await policy.put("echo", b"{}")
+                outcome["policy"] = "ok"
+            except (nats.errors.Error, TimeoutError) as exc:
+                outcome["policy"] = type(exc).__name__
+            try:
+                await nc.request("shoal.sectest.ca.issue", b"{}", timeout=1.0)
+                outcome["issue"] = "ok"
+            except (nats.errors.Error, TimeoutError) as exc:
+                outcome["issue"] = type(exc).__name__
+            relay_after = {k: (await registry.get(k)).value for k in await registry.keys()}
+            outcome["relay unchanged"] = {
+                k: v for k, v in relay_before.items() if k.startswith("relay.")
+            } == {k: v for k, v in relay_after.items() if k.startswith("relay.")}
+            await nc.close()
+            return outcome
+
+        outcome = asyncio.run(attempt())
+        # and the app still answers through relay, whose entry nobody could touch
+        assert httpx.get(f"http://127.0.0.1:{port}/x", timeout=10).status_code == 200
+
+    assert outcome["own entry"] == "ok"
+    for name in ("hijack relay", "delete relay", "policy", "issue"):
+        assert outcome[name] != "ok", outcome
+    assert outcome["relay unchanged"] is True
+    assert any("permissions violation" in e.lower() for e in errors), errors

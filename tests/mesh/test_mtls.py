@@ -112,7 +112,7 @@ def forged(
     now = datetime.now(UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forged")])
     issuer_key = key if signer is None else signer._intermediate_key
-    leaf = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject if signer is None else signer.intermediate.subject)
@@ -127,19 +127,20 @@ def forged(
             ),
             critical=False,
         )
-        .add_extension(
+    )
+    if uris:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]),
             critical=False,
         )
-        .sign(issuer_key, hashes.SHA256())
-    )
+    leaf = builder.sign(issuer_key, hashes.SHA256())
     chain = (leaf,) if signer is None else (leaf, signer.intermediate)
     creds = Credentials(
         key_pem=_key_pem(key),
         chain=chain,
         bundle=tuple(bundle),
         trust_domain=trust_domain,
-        spiffe_id=uris[0],
+        spiffe_id=uris[0] if uris else "",
     )
     return Identity(creds)
 
@@ -181,7 +182,7 @@ class Served:
     async def refused(self, reason: str, timeout: float = 5.0) -> None:
         """Wait until the listener has counted a refusal for ``reason``."""
         async with asyncio.timeout(timeout):
-            while reason not in self.refusals:
+            while reason not in self.refusals:  # noqa: ASYNC110 - the listener has no event
                 await asyncio.sleep(0.01)
 
 
@@ -303,10 +304,6 @@ async def assert_refused(
     return info.value
 
 
-def fails(attempt: Awaitable[object]) -> Awaitable[object]:
-    return attempt
-
-
 # --- the happy path ------------------------------------------------------------------
 
 
@@ -425,7 +422,7 @@ async def test_an_svid_with_no_uri_san_is_refused(
 
 
 async def test_plaintext_http_to_the_mtls_port_is_refused(
-    served: Served, tls_log: pytest.LogCaptureFixture
+    mesh: Mesh, served: Served, tls_log: pytest.LogCaptureFixture
 ) -> None:
     pool = Http11Pool()
     request = httpx.Request("GET", "http://b/", headers={"shoal-peer": spiffe_id(APP, "a")})
@@ -483,7 +480,7 @@ async def test_a_tls_1_2_client_is_refused(
 
 
 async def test_a_server_proving_another_identity_is_not_sent_the_request(
-    mesh: Mesh, served: Served
+    mesh: Mesh, served: Served, tls_log: pytest.LogCaptureFixture
 ) -> None:
     # served holds b's SVID; the caller meant to reach a.
     with pytest.raises(ConnectFailedError) as info:
@@ -492,6 +489,9 @@ async def test_a_server_proving_another_identity_is_not_sent_the_request(
     assert spiffe_id(APP, "b") in str(info.value)
     await asyncio.sleep(0.1)  # were anything sent, it would be served by now
     assert served.app.scopes == []
+    # The server may note the client's hang-up mid-handshake ("tls-error"); no more.
+    assert set(served.refusals) <= {"tls-error"}
+    assert all(": tls-error (" in line for line in refusal_lines(tls_log))
 
 
 async def test_a_server_with_an_expired_certificate_is_refused(
@@ -532,6 +532,8 @@ UVLOOP_CASES: list[Case] = [
     test_an_svid_with_two_uri_sans_is_refused,
     test_a_tls_client_without_a_certificate_is_refused,
     test_a_tls_1_2_client_is_refused,
+    test_plaintext_http_to_the_mtls_port_is_refused,
+    test_a_server_proving_another_identity_is_not_sent_the_request,
 ]
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal._statefiles import read_state, write_private
+from shoal.backbone._permissions import users_block
 from shoal.exceptions import BackboneError
 
 __all__ = ["EmbeddedNats", "find_nats_server", "read_connection_file"]
@@ -84,6 +85,8 @@ class EmbeddedNats:
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
         self._password = ""
+        self.app = ""
+        self._services: dict[str, tuple[str, str]] = {}
 
     # -- properties ---------------------------------------------------------
 
@@ -91,6 +94,36 @@ class EmbeddedNats:
     def url(self) -> str:
         """Client URL with credentials (keep it out of logs; see ``display_url``)."""
         return f"nats://{_USER}:{self._password}@{self.host}:{self.port}"
+
+    def service_url(self, service: str) -> str:
+        """Client URL for ``service``'s own NATS user (see :meth:`add_services`)."""
+        user, password = self._services[service]
+        return f"nats://{user}:{password}@{self.host}:{self.port}"
+
+    def has_service(self, service: str) -> bool:
+        return service in self._services
+
+    async def add_services(self, app: str, services: list[str]) -> None:
+        """Give each of ``services`` (of ``app``) a NATS user with only its own permissions.
+
+        Before :meth:`start` this only prepares the config; on a running server the
+        config is rewritten and reloaded (SIGHUP), so a service added later gets its user.
+        """
+        self.app = app
+        creds = self._load_creds()
+        known = creds.setdefault("services", {})
+        changed = False
+        for service in services:
+            if service not in known:
+                known[service] = secrets.token_urlsafe(24)
+                changed = True
+            self._services[service] = (f"svc-{service}", known[service])
+        if changed:
+            write_private(self.state_dir / "nats.creds.json", json.dumps(creds))
+        if self.running() and self._proc is not None:
+            self._write_config()
+            self._proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.2)  # nats-server applies a reload within milliseconds
 
     @property
     def display_url(self) -> str:
@@ -179,12 +212,22 @@ class EmbeddedNats:
             (self.state_dir / "nats").mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise BackboneError(f"cannot create {self.state_dir}: {exc.strerror}") from exc
-        creds = self.state_dir / "nats.creds.json"
+        self._password = str(self._load_creds()["password"])
+
+    def _load_creds(self) -> dict[str, Any]:
+        """``.shoal/nats.creds.json``: the admin's password and the services' (made if missing)."""
+        path = self.state_dir / "nats.creds.json"
         try:
-            self._password = json.loads(creds.read_text())["password"]
-        except (OSError, ValueError, KeyError, TypeError):
-            self._password = secrets.token_urlsafe(24)
-            write_private(creds, json.dumps({"user": _USER, "password": self._password}))
+            creds = json.loads(path.read_text())
+            if not isinstance(creds, dict) or not isinstance(creds.get("password"), str):
+                raise ValueError("no password")
+            if not isinstance(creds.get("services", {}), dict):
+                creds["services"] = {}
+        except (OSError, ValueError):
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            creds = {"user": _USER, "password": secrets.token_urlsafe(24), "services": {}}
+            write_private(path, json.dumps(creds))
+        return creds
 
     def _write_config(self) -> None:
         store = json.dumps(str(self.state_dir / "nats"))
@@ -192,8 +235,8 @@ class EmbeddedNats:
             f"listen: {self.host}:{self.port}\n"
             f"server_name: shoal_{self.port}\n"
             f"jetstream {{ store_dir: {store} }}\n"
-            f"authorization {{ user: {_USER}, password: {json.dumps(self._password)} }}\n"
-            "max_payload: 8MB\n"
+            + users_block(self.app, (_USER, self._password), self._services)
+            + "max_payload: 8MB\n"
         )
         write_private(self.state_dir / "nats.conf", conf)
 

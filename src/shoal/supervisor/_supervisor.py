@@ -131,6 +131,7 @@ class Supervisor:
         url = os.environ.get("SHOAL_NATS_URL")
         if not url:
             self._nats = EmbeddedNats(self.directory)
+            await self._nats.add_services(self.app, self._mesh_services())
             await self._nats.start()
             url = self._nats.url
         self.nats_url = url
@@ -228,9 +229,24 @@ class Supervisor:
 
         def secrets() -> bytes:
             token = self.issuer.mint(service) if self.issuer is not None else ""
-            return encode_bootstrap(token=token, nats_url=self.nats_url)
+            nats = self._nats
+            url = nats.service_url(service) if nats and nats.has_service(service) else self.nats_url
+            return encode_bootstrap(token=token, nats_url=url)
 
         return secrets
+
+    def _mesh_services(self) -> list[str]:
+        names = {self.manifest.service_of(name) for name in self.manifest.services}
+        if self.manifest.gateway is not None:
+            names.add(GATEWAY)
+        return sorted(names)
+
+    async def _ensure_nats_user(self, entry: str) -> None:
+        """A service that came with a changed manifest gets its NATS user before it spawns."""
+        if self._nats is not None and entry in self.manifest.services:
+            service = self.manifest.service_of(entry)
+            if not self._nats.has_service(service):
+                await self._nats.add_services(self.app, [service])
 
     def records(self) -> list[InstanceRecord]:
         """Every instance in the registry, as last seen."""
@@ -310,6 +326,7 @@ class Supervisor:
         spec = self._spec(service)
         if not 0 <= replicas <= 64:
             raise ShoalError(f"replicas must be between 0 and 64, got {replicas}")
+        await self._ensure_nats_user(service)
         async with self._lock(service):
             current = self.instances.setdefault(service, [])  # new in the manifest: none yet
             while len(current) < replicas:
@@ -322,6 +339,7 @@ class Supervisor:
     async def restart(self, service: str, *, ready_timeout: float = 60.0) -> None:
         """Rolling: start a new instance, wait until it is ready, then drain an old one."""
         spec = self._spec(service)
+        await self._ensure_nats_user(service)
         async with self._lock(service):
             for old in list(self.instances[service]):
                 new = self._spawn(service, spec)

@@ -1,0 +1,66 @@
+"""NATS permissions of a service's user: only its own registry entries, only what it needs.
+
+The embedded NATS gives the supervisor and the operator one admin user, and every
+service a user of its own whose permissions are an allow-list: it may
+
+* put and delete registry entries under its own name (``$KV.shoal-registry-<app>.<service>.>``),
+  so an instance of A can never rewrite B's entry to take B's traffic;
+* read and watch the registry, the traffic policies and the trust bundle (stream info,
+  consumers, flow control), but write none of them;
+* ask the issuer for its first certificate and its renewals, not for any identity
+  (the ``issue`` subject is the admin's);
+* receive replies on ``_INBOX.>``.
+
+Everything else is denied by NATS itself; a violation is an error to the client.
+"""
+
+from __future__ import annotations
+
+import json
+
+from shoal.backbone._policies import policy_bucket_name
+from shoal.backbone._registry import bucket_name as registry_bucket_name
+from shoal.backbone._trust import ca_subject, trust_bucket_name
+
+__all__ = ["service_permissions", "users_block"]
+
+
+def service_permissions(app: str, service: str) -> dict[str, dict[str, list[str]]]:
+    """The ``permissions`` of ``service``'s NATS user, as nats-server's config takes them."""
+    registry = registry_bucket_name(app)
+    publish = [
+        f"$KV.{registry}.{service}.>",
+        "$JS.API.INFO",
+        "$JS.FC.>",
+        ca_subject(app, "bootstrap"),
+        ca_subject(app, "renew"),
+    ]
+    for bucket in (registry, policy_bucket_name(app), trust_bucket_name(app)):
+        stream = f"KV_{bucket}"
+        publish += [
+            f"$JS.API.STREAM.INFO.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.>",
+            f"$JS.API.CONSUMER.INFO.{stream}.>",
+            f"$JS.API.CONSUMER.DELETE.{stream}.>",
+            f"$JS.API.DIRECT.GET.{stream}.>",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+        ]
+    return {"publish": {"allow": publish}, "subscribe": {"allow": ["_INBOX.>"]}}
+
+
+def users_block(app: str, admin: tuple[str, str], services: dict[str, tuple[str, str]]) -> str:
+    """nats-server's ``authorization { users: [...] }``: the admin, then one user per service.
+
+    ``services`` maps a service to its (user, password). JSON is valid nats-server config.
+    """
+    users: list[dict[str, object]] = [{"user": admin[0], "password": admin[1]}]
+    for service, (user, password) in sorted(services.items()):
+        users.append(
+            {
+                "user": user,
+                "password": password,
+                "permissions": service_permissions(app, service),
+            }
+        )
+    return "authorization " + json.dumps({"users": users}, indent=1) + "\n"
