@@ -191,7 +191,7 @@ class Http11Pool:
                 reason=handshake_reason(exc),
             ) from exc
         except OSError as exc:
-            msg = f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+            msg = f"cannot connect to {host}:{port}: {exc.strerror or exc or type(exc).__name__}"
             raise ConnectFailedError(msg) from exc
         if tls is not None:
             self._check_server(conn, transport, key, tls.trust_domain)

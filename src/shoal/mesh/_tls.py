@@ -29,6 +29,7 @@ from shoal.exceptions import SvidRejectedError
 from shoal.mesh._peer import Peer
 
 __all__ = [
+    "HUNG_UP",
     "Credentials",
     "client_context",
     "describe_handshake_error",
@@ -65,6 +66,10 @@ _ALERTS = {
     "UNSUPPORTED_PROTOCOL": "old-tls-version",
     "TLSV1_ALERT_PROTOCOL_VERSION": "old-tls-version",
 }
+
+
+HUNG_UP = "hung-up"
+"""The peer closed or reset the connection during the handshake: no verdict of ours."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -168,6 +173,8 @@ def handshake_reason(exc: BaseException) -> str:
         return _ALERTS.get(exc.reason or "", "tls-error")
     if isinstance(exc, TimeoutError):
         return "handshake-timeout"
+    if isinstance(exc, ConnectionError | EOFError):
+        return HUNG_UP
     return "tls-error"
 
 

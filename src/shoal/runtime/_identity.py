@@ -181,6 +181,16 @@ class WorkloadIdentity:
             raise IdentityError(f"{self.spiffe_id}: unreadable certificate reply: {exc}") from exc
         if len(chain) < 2 or chain[0].public_key() != key.public_key():
             raise IdentityError(f"{self.spiffe_id}: the CA returned a certificate for another key")
+        try:
+            san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+        except x509.ExtensionNotFound:
+            uris = []
+        if uris != [self.spiffe_id]:
+            raise IdentityError(
+                f"{self.spiffe_id}: the CA issued {', '.join(uris) or 'no SPIFFE ID'} instead "
+                "(a bootstrap token names the service it is for)"
+            )
         creds = Credentials(
             key_pem=_key_pem(key),
             chain=chain,

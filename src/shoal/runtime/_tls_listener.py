@@ -34,7 +34,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shoal.exceptions import SvidRejectedError
 from shoal.mesh._peer import PEER_KEY, Peer
-from shoal.mesh._tls import describe_handshake_error, handshake_reason, peer_of_connection
+from shoal.mesh._tls import (
+    HUNG_UP,
+    describe_handshake_error,
+    handshake_reason,
+    peer_of_connection,
+)
 from shoal.runtime._identity import WorkloadIdentity
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MtlsListener", "Refusals"]
@@ -56,6 +61,9 @@ class Refusals:
 
     def note(self, reason: str, client: str, detail: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
+        if reason == HUNG_UP:  # the client gave up (or refused *our* certificate): not a refusal
+            log.debug("%s hung up during the TLS handshake (%s)", client, detail)
+            return
         now = time.monotonic()
         if now - self._last.get(reason, -_LOG_EVERY) < _LOG_EVERY:
             self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
