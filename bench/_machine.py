@@ -21,7 +21,10 @@ def source_state() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", ":/src"], cwd=HERE, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--", ":/src"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
         ).stdout.splitlines()
     except OSError:
         return "unknown source state"
