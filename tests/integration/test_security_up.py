@@ -61,6 +61,8 @@ services:
     replicas: 2
   relay:
     asgi: relay:app
+  files:
+    command: ["{python}", "-m", "http.server", "$PORT", "--bind", "127.0.0.1"]
 gateway:
   port: {port}
   routes:
@@ -74,6 +76,10 @@ policies:
     from: [relay]
     methods: [GET]
     paths: [/public]
+  - name: no-secrets
+    target: files
+    action: deny
+    paths: [/secret]
 """
 
 
@@ -116,7 +122,7 @@ def app(tmp_path: Path) -> tuple[Path, dict[str, str], int]:
     port = _free_port()
     shutil.copy(APPS / "echo.py", tmp_path / "echo.py")
     (tmp_path / "relay.py").write_text(RELAY)
-    (tmp_path / "shoal.yaml").write_text(MANIFEST.format(port=port))
+    (tmp_path / "shoal.yaml").write_text(MANIFEST.format(port=port, python=sys.executable))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     return tmp_path, env, port
 
@@ -195,13 +201,16 @@ def test_plaintext_is_refused_and_policies_apply_live(
     with _up(app_dir, env):
         rows = _ps(app_dir, env)
         echo = next(r for r in rows if r["service"] == "echo")
-        host, _, echo_port = echo["address"].rpartition(":")
 
-        # A plaintext request straight to a service port gets no answer, and is logged.
-        with socket.create_connection((host, int(echo_port)), timeout=5) as sock:
-            sock.sendall(b"GET /public HTTP/1.1\r\nhost: echo\r\n\r\n")
-            sock.settimeout(5)
-            assert sock.recv(4096) == b""
+        # A plaintext request straight to a service port gets no answer, and is logged;
+        # a command service's registered port is its sidecar's, mTLS too.
+        files = next(r for r in rows if r["service"] == "files")
+        for address in (echo["address"], files["address"]):
+            host, _, service_port = address.rpartition(":")
+            with socket.create_connection((host, int(service_port)), timeout=5) as sock:
+                sock.sendall(b"GET /public HTTP/1.1\r\nhost: echo\r\n\r\n")
+                sock.settimeout(5)
+                assert sock.recv(4096) == b""
         # Through the mesh (gateway -> relay -> echo) it works, over mTLS.
         assert httpx.get(f"http://127.0.0.1:{port}/public", timeout=10).status_code == 200
 
@@ -226,6 +235,13 @@ def test_plaintext_is_refused_and_policies_apply_live(
 
         call = _shoal("call", "echo", "/public", "-C", str(app_dir), env=env)
         assert "403" in call.stdout + call.stderr, call.stdout + call.stderr
+        # The command service, behind its sidecar: served over mTLS, and policies apply.
+        listing = _shoal("call", "files", "/", "-C", str(app_dir), env=env)
+        assert "200 OK" in listing.stdout, listing.stdout + listing.stderr
+        assert "echo.py" in listing.stdout
+        secret = _shoal("call", "files", "/secret/../secret/x", "-C", str(app_dir), env=env)
+        assert "403" in secret.stdout + secret.stderr, secret.stdout + secret.stderr
+        assert "denied:no-secrets" in secret.stdout + secret.stderr
 
         # No secret in any process's argv or environment.
         info = json.loads((app_dir / ".shoal" / "nats.creds.json").read_text())

@@ -85,10 +85,29 @@ def test_pick_returns_none_when_everything_is_excluded_or_down() -> None:
 def test_outstanding_requests_raise_an_endpoints_cost() -> None:
     clock = ManualClock()
     balancer = Balancer(clock=clock)
+    balancer.finish("s-0", balancer.start("s-0"))  # measured once
     base = balancer.cost("s-0")
     balancer.start("s-0")
     balancer.start("s-0")
     assert balancer.cost("s-0") == base * 3
+
+
+def test_a_new_endpoint_is_probed_at_once_even_by_a_sequential_caller() -> None:
+    clock = ManualClock()
+    balancer = Balancer(clock=clock, rng=random.Random(1))
+    old, new = endpoints(2)
+    for _ in range(20):  # old is measured and fast
+        started = balancer.start(old.instance)
+        clock.advance(0.0005)
+        balancer.finish(old.instance, started)
+    # new has never answered: it costs nothing, so it is chosen...
+    assert balancer.pick([old, new]) == new
+    started = balancer.start(new.instance)
+    # ...but only one probe at a time: while it is out, new costs its peers' average
+    assert balancer.cost(new.instance) > balancer.cost(old.instance)
+    clock.advance(0.0005)
+    balancer.finish(new.instance, started)
+    assert balancer.cost(new.instance) > 0
 
 
 def test_peak_latency_is_adopted_at_once_and_decays_when_idle() -> None:

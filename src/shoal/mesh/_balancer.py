@@ -5,8 +5,10 @@ sensitive (Finagle's PeakEwma, which Linkerd uses too): a latency above the
 average replaces it at once, lower ones blend in with weight
 ``1 - exp(-dt / decay)``, and the cost decays towards zero while an endpoint is
 idle, so a slow endpoint is probed again now and then rather than starved
-forever. A new endpoint starts at its peers' average. Two distinct endpoints are
-sampled at random and the cheaper one wins.
+forever. A new endpoint costs nothing until its first answer, one request at a
+time, so even a sequential caller measures it at once; then it starts at its
+peers' average. Two distinct endpoints are sampled at random and the cheaper
+one wins. Time spent connecting is not latency (the caller leaves it out).
 Endpoints marked down are never chosen until their time is up. No I/O here.
 """
 
@@ -24,13 +26,14 @@ __all__ = ["Balancer"]
 
 
 class _Stats:
-    __slots__ = ("down_until", "ewma", "outstanding", "stamp")
+    __slots__ = ("down_until", "ewma", "measured", "outstanding", "stamp")
 
     def __init__(self, rtt: float, now: float) -> None:
         self.ewma = rtt
         self.stamp = now
         self.outstanding = 0
         self.down_until = 0.0
+        self.measured = False
 
 
 class Balancer:
@@ -57,6 +60,8 @@ class Balancer:
     def cost(self, instance: str, now: float | None = None) -> float:
         now = self._clock() if now is None else now
         stats = self._get(instance, now)
+        if not stats.measured and not stats.outstanding:
+            return 0.0  # never measured: probe it now (one request at a time until it answers)
         idle = max(now - stats.stamp, 0.0)
         ewma = stats.ewma * math.exp(-idle / self._decay) if idle > 0 else stats.ewma
         return ewma * (stats.outstanding + 1)
@@ -108,6 +113,7 @@ class Balancer:
         rtt = max(now - started, 0.0)
         idle = max(now - stats.stamp, 0.0)
         stats.stamp = now
+        stats.measured = True
         if rtt > stats.ewma:
             stats.ewma = rtt
         else:

@@ -38,7 +38,7 @@ from shoal.mesh._attempts import ATTEMPTS, Attempt
 from shoal.mesh._backoff import full_jitter
 from shoal.mesh._body import Whole, buffered, raw_header, replayable_size, small_body
 from shoal.mesh._destination import Destination
-from shoal.mesh._http11 import ConnectFailedError
+from shoal.mesh._http11 import CONNECT_SECONDS, ConnectFailedError
 from shoal.mesh._routing import choose_version, decide_faults
 from shoal.registry._records import InstanceRecord
 
@@ -285,7 +285,10 @@ class Call:
             balancer.abandon(record.instance)
             outlier.abandoned(record.instance)
             raise
-        balancer.finish(record.instance, started)
+        # Connecting (a TLS handshake, mostly) is not the instance's latency: like Linkerd's
+        # balancer, which connects before it starts the clock, leave it out of the sample.
+        connecting = response.extensions.get(CONNECT_SECONDS, 0.0)
+        balancer.finish(record.instance, started + connecting)
         attempt.latency = _deadline.now() - attempt.sent
         status = response.status_code
         found = raw_header(response, _REASON)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -34,7 +35,10 @@ from ._http11_conn import NO_RESPONSE, Connection, Key, StaleConnectionError
 from ._http11_wire import encode_request
 from ._tls import describe_handshake_error, handshake_reason, peer_of_connection
 
-__all__ = ["ClientTls", "ConnectFailedError", "Http11Pool"]
+__all__ = ["CONNECT_SECONDS", "ClientTls", "ConnectFailedError", "Http11Pool"]
+
+CONNECT_SECONDS = "shoal.connect_seconds"
+"""Response extension: seconds spent opening a new connection (and its TLS handshake) for it."""
 
 
 class ConnectFailedError(Exception):
@@ -104,19 +108,27 @@ class Http11Pool:
         connect_timeout, read_timeout, write_timeout = self._timeouts(request.extensions)
         key = (host, port, identity)
         conn = self._take(key)
+        connecting = 0.0
         if conn is None:
+            began = time.perf_counter()
             conn = await self._connect(key, connect_timeout)
+            connecting = time.perf_counter() - began
         try:
-            return await conn.roundtrip(request, out, read_timeout, write_timeout)
+            response = await conn.roundtrip(request, out, read_timeout, write_timeout)
         except StaleConnectionError as exc:
             # The server closed the idle connection as we sent; it processed nothing.
             if not out.retryable:
                 raise httpx.RemoteProtocolError(NO_RESPONSE, request=request) from exc.__cause__
-        conn = await self._connect(key, connect_timeout)
-        try:
-            return await conn.roundtrip(request, out, read_timeout, write_timeout)
-        except StaleConnectionError as exc:
-            raise httpx.RemoteProtocolError(NO_RESPONSE, request=request) from exc.__cause__
+            began = time.perf_counter()
+            conn = await self._connect(key, connect_timeout)
+            connecting = time.perf_counter() - began
+            try:
+                response = await conn.roundtrip(request, out, read_timeout, write_timeout)
+            except StaleConnectionError as exc:
+                raise httpx.RemoteProtocolError(NO_RESPONSE, request=request) from exc.__cause__
+        if connecting:
+            response.extensions[CONNECT_SECONDS] = connecting
+        return response
 
     def drop_endpoint(self, host: str, port: int) -> None:
         """Close the idle connections to ``host:port`` (those in use close when done)."""

@@ -47,6 +47,9 @@ class InstancePlan:
     registry_ttl: float = 2.5
     entry: str = ""
     """The manifest entry it runs (its log file's name); ``service`` if not given."""
+    sidecar: tuple[tuple[str, ...], dict[str, str]] | None = None
+    """For command services under mTLS: the argv and environment of the sidecar that
+    registers the instance and forwards to ``port`` (see ``shoal.sidecar``)."""
 
     def __post_init__(self) -> None:
         if not self.entry:
@@ -84,6 +87,7 @@ class SupervisedInstance:
         self.last_exit: int | None = None
         self.ready_by_probe = False
         self._proc: asyncio.subprocess.Process | None = None
+        self._sidecar: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -99,16 +103,10 @@ class SupervisedInstance:
         self._stopping.set()
         self.state = "stopping"
         self.on_change()
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 0.5 if force else self.stop_timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        # The sidecar first: it deregisters and drains before the program goes away.
+        for proc in (self._sidecar, self._proc):
+            if proc is not None:
+                await _terminate(proc, 0.5 if force else self.stop_timeout, force=force)
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5.0)
         self.state = "stopped"
@@ -135,15 +133,18 @@ class SupervisedInstance:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def _run_once(self) -> int:
-        env = {**self.plan.env, "PYTHONUNBUFFERED": "1"}
+    async def _start(
+        self, argv: tuple[str, ...], env: dict[str, str], secrets: bytes | None
+    ) -> asyncio.subprocess.Process | None:
+        """Spawn one process (its secrets through a pipe); None, logged, if it cannot start."""
+        env = {**env, "PYTHONUNBUFFERED": "1"}
         secret_fd: int | None = None
         try:
-            if self.bootstrap is not None:
-                secret_fd = _secret_pipe(self.bootstrap())
+            if secrets is not None:
+                secret_fd = _secret_pipe(secrets)
                 env[BOOTSTRAP_FD_ENV] = str(secret_fd)
-            proc = await asyncio.create_subprocess_exec(
-                *self.plan.argv,
+            return await asyncio.create_subprocess_exec(
+                *argv,
                 cwd=self.plan.cwd,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -153,29 +154,62 @@ class SupervisedInstance:
                 pass_fds=() if secret_fd is None else (secret_fd,),
             )
         except (OSError, ShoalError) as exc:
-            self.logs.line(self.plan.entry, self.name, f"[shoal] cannot start: {exc}")
-            return 127
+            self.logs.line(self.plan.entry, self.name, f"[shoal] cannot start {argv[0]}: {exc}")
+            return None
         finally:
             if secret_fd is not None:
                 os.close(secret_fd)
+
+    async def _run_once(self) -> int:
+        plan = self.plan
+        secrets = self.bootstrap() if self.bootstrap is not None else None
+        proc = await self._start(plan.argv, plan.env, None if plan.sidecar else secrets)
+        if proc is None:
+            return 127
         self._proc = proc
         self.pid = proc.pid
         self.started_at = time.time()
         if self.state not in ("crash-loop",):
             self.state = "running"
         self.on_change()
-        probe = asyncio.create_task(self._probe_and_register()) if self.plan.port else None
+        sidecar = None
+        if plan.sidecar is not None:
+            sidecar = self._sidecar = await self._start(*plan.sidecar, secrets)
+            if sidecar is None:
+                await _terminate(proc, self.stop_timeout)
+                return 127
+        probe = (
+            asyncio.create_task(self._probe_and_register())
+            if plan.port and plan.sidecar is None
+            else None
+        )
+        main = asyncio.create_task(self._pump_and_wait(proc))
+        side = asyncio.create_task(self._pump_and_wait(sidecar, "sidecar | ")) if sidecar else None
         try:
-            await self._pump(proc)
-            return await proc.wait()
+            await asyncio.wait(
+                {main} if side is None else {main, side}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not main.done():  # the sidecar died: the pair restarts together
+                self.logs.line(plan.entry, self.name, "[shoal] the sidecar exited; restarting both")
+                await _terminate(proc, self.stop_timeout)
+            return await main
         finally:
+            if sidecar is not None:
+                await _terminate(sidecar, self.stop_timeout)
+            if side is not None:
+                await asyncio.wait({side}, timeout=3.0)
             if probe is not None:
                 probe.cancel()
                 await asyncio.wait({probe}, timeout=3.0)
             self.ready_by_probe = False
             self.pid = None
+            self._sidecar = None
 
-    async def _pump(self, proc: asyncio.subprocess.Process) -> None:
+    async def _pump_and_wait(self, proc: asyncio.subprocess.Process, prefix: str = "") -> int:
+        await self._pump(proc, prefix)
+        return await proc.wait()
+
+    async def _pump(self, proc: asyncio.subprocess.Process, prefix: str = "") -> None:
         assert proc.stdout is not None
         while True:
             try:
@@ -184,7 +218,8 @@ class SupervisedInstance:
                 raw = await proc.stdout.read(65536)
             if not raw:
                 return
-            self.logs.line(self.plan.entry, self.name, raw.decode("utf-8", "replace").rstrip())
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.logs.line(self.plan.entry, self.name, prefix + line)
 
     async def _probe_and_register(self) -> None:
         """Command services: wait until $PORT accepts, then register on their behalf."""
@@ -226,6 +261,21 @@ async def _accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+async def _terminate(
+    proc: asyncio.subprocess.Process, timeout: float, *, force: bool = False
+) -> None:
+    """SIGTERM (SIGKILL if ``force``), then SIGKILL after ``timeout``; returns once it is gone."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
 
 def _secret_pipe(data: bytes) -> int:

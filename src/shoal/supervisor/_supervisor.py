@@ -30,6 +30,7 @@ from shoal.registry._discovery import Discovery
 from shoal.registry._records import InstanceRecord
 from shoal.runtime._bootstrap import encode_bootstrap
 from shoal.runtime._serve import bind_socket
+from shoal.sidecar import PORT_ENV as SIDECAR_PORT_ENV
 from shoal.supervisor._instance import (
     InstancePlan,
     SupervisedInstance,
@@ -206,8 +207,21 @@ class Supervisor:
         argv = tuple(
             a.replace("${PORT}", str(port)).replace("$PORT", str(port)) for a in spec.command
         )
+        sidecar = None
+        if self.tls:  # the program serves plaintext on loopback; its sidecar is the instance
+            sidecar_env = {**env, "SHOAL_PORT": "0", SIDECAR_PORT_ENV: str(port)}
+            sidecar = (asgi_argv("shoal.sidecar:app"), sidecar_env)
         return InstancePlan(
-            self.app, mesh, instance, spec.version, argv, env, self.directory, port, entry=service
+            self.app,
+            mesh,
+            instance,
+            spec.version,
+            argv,
+            env,
+            self.directory,
+            port,
+            entry=service,
+            sidecar=sidecar,
         )
 
     def _spawn(self, service: str, spec: ServiceSpec | None) -> SupervisedInstance:
@@ -218,7 +232,9 @@ class Supervisor:
             self.logs,
             self._registry,
             on_change=self._notify,
-            bootstrap=None if plan.port is not None else self._secrets_for(plan.service),
+            bootstrap=self._secrets_for(plan.service)
+            if plan.port is None or plan.sidecar is not None
+            else None,
         )
         self.instances[service].append(inst)
         inst.start()
@@ -303,7 +319,7 @@ class Supervisor:
     def is_ready(self, inst: SupervisedInstance) -> bool:
         if inst.state in ("stopping", "stopped"):
             return False
-        if inst.plan.port is not None:
+        if inst.plan.port is not None and inst.plan.sidecar is None:
             return inst.ready_by_probe
         assert self.discovery is not None
         return any(r.instance == inst.name for r in self.discovery.ready(inst.plan.service))
