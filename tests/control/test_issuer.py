@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from shoal.backbone import Backbone, EmbeddedNats
+from shoal.backbone._connection import inbox_prefix
 from shoal.backbone._trust import TRUST_KEY, TrustState, ca_subject, trust_bucket_name
 from shoal.control._ca import BACKDATE, CertificateAuthority, new_key_and_csr, spiffe_id
 from shoal.control._issuer import BOOTSTRAP_TTL, Issuer, fingerprint
@@ -530,7 +531,9 @@ async def test_a_service_user_can_bootstrap_and_renew_but_not_issue(
     nats_server: EmbeddedNats, issuer: Issuer
 ) -> None:
     await nats_server.add_services(APP, ["catalog"])
-    connection = await Backbone.connect(nats_server.service_url("catalog"))
+    connection = await Backbone.connect(
+        nats_server.service_url("catalog"), inbox_prefix=inbox_prefix("catalog")
+    )
     try:
         identity = WorkloadIdentity(connection, APP, "catalog")
         await identity.obtain(issuer.mint("catalog"))

@@ -300,7 +300,9 @@ def test_a_service_nats_user_can_touch_only_its_own_registry_entries(
                 errors.append(str(exc))
 
             nc = await nats.connect(
-                f"nats://svc-echo:{creds['services']['echo']}@{address}", error_cb=on_error
+                f"nats://svc-echo:{creds['services']['echo']}@{address}",
+                error_cb=on_error,
+                inbox_prefix="_INBOX_echo",
             )
             js = nc.jetstream(timeout=1.0)
             outcome: dict[str, Any] = {}
@@ -329,6 +331,10 @@ def test_a_service_nats_user_can_touch_only_its_own_registry_entries(
                 outcome["issue"] = "ok"
             except (nats.errors.Error, TimeoutError) as exc:
                 outcome["issue"] = type(exc).__name__
+            for inbox in ("_INBOX.>", "_INBOX_relay.>"):  # nobody else's replies
+                await nc.subscribe(inbox)
+            await nc.flush()
+            await asyncio.sleep(0.3)
             relay_after = {k: (await registry.get(k)).value for k in await registry.keys()}
             outcome["relay unchanged"] = {
                 k: v for k, v in relay_before.items() if k.startswith("relay.")
@@ -345,3 +351,5 @@ def test_a_service_nats_user_can_touch_only_its_own_registry_entries(
         assert outcome[name] != "ok", outcome
     assert outcome["relay unchanged"] is True
     assert any("permissions violation" in e.lower() for e in errors), errors
+    for inbox in ("_INBOX.>", "_INBOX_relay.>"):
+        assert any(f'subscription to "{inbox.lower()}"' in e.lower() for e in errors), errors

@@ -13,7 +13,13 @@ from nats.js import JetStreamContext
 
 from shoal.exceptions import BackboneError
 
-__all__ = ["Backbone", "redact"]
+__all__ = ["Backbone", "inbox_prefix", "redact"]
+
+
+def inbox_prefix(service: str) -> str:
+    """Where ``service``'s replies arrive: ``_INBOX_<service>``, its alone."""
+    return f"_INBOX_{service}"
+
 
 log = logging.getLogger("shoal.backbone")
 
@@ -42,8 +48,19 @@ class Backbone:
         self._closing = False
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "shoal", timeout: float = 5.0) -> Backbone:
-        """Connect to ``url``, retrying for up to ``timeout`` seconds."""
+    async def connect(
+        cls,
+        url: str,
+        *,
+        name: str = "shoal",
+        timeout: float = 5.0,
+        inbox_prefix: str = "_INBOX",
+    ) -> Backbone:
+        """Connect to ``url``, retrying for up to ``timeout`` seconds.
+
+        Replies come to subjects under ``inbox_prefix``: a service's own NATS user may
+        subscribe only under its own (see ``inbox_prefix``), so it reads no one else's.
+        """
         holder: list[Backbone] = []
 
         async def disconnected() -> None:
@@ -75,6 +92,7 @@ class Backbone:
                     disconnected_cb=disconnected,
                     reconnected_cb=reconnected,
                     error_cb=error,
+                    inbox_prefix=inbox_prefix,
                 )
                 break
             except (TimeoutError, OSError, nats.errors.Error) as exc:

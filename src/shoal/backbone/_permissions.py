@@ -9,7 +9,7 @@ service a user of its own whose permissions are an allow-list: it may
   consumers, flow control), but write none of them;
 * ask the issuer for its first certificate and its renewals, not for any identity
   (the ``issue`` subject is the admin's);
-* receive replies on ``_INBOX.>``.
+* receive replies on its own inbox, ``_INBOX_<service>.>``, and nobody else's.
 
 Everything else is denied by NATS itself; a violation is an error to the client.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 
+from shoal.backbone._connection import inbox_prefix
 from shoal.backbone._policies import policy_bucket_name
 from shoal.backbone._registry import bucket_name as registry_bucket_name
 from shoal.backbone._trust import ca_subject, trust_bucket_name
@@ -46,7 +47,7 @@ def service_permissions(app: str, service: str) -> dict[str, dict[str, list[str]
             f"$JS.API.DIRECT.GET.{stream}.>",
             f"$JS.API.STREAM.MSG.GET.{stream}",
         ]
-    return {"publish": {"allow": publish}, "subscribe": {"allow": ["_INBOX.>"]}}
+    return {"publish": {"allow": publish}, "subscribe": {"allow": [f"{inbox_prefix(service)}.>"]}}
 
 
 def users_block(app: str, admin: tuple[str, str], services: dict[str, tuple[str, str]]) -> str:

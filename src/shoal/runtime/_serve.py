@@ -28,7 +28,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from shoal.backbone._connection import Backbone
+from shoal.backbone._connection import Backbone, inbox_prefix
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.exceptions import PortInUseError, ServeError
@@ -161,7 +161,11 @@ async def _serve(
         ttl=settings.registry_ttl,
     )
     status = InstanceStatus(record)
-    backbone = await Backbone.connect(settings.nats_url, name=f"{settings.app}/{settings.instance}")
+    backbone = await Backbone.connect(
+        settings.nats_url,
+        name=f"{settings.app}/{settings.instance}",
+        inbox_prefix=inbox_prefix(settings.service),
+    )
     discovery = Discovery(NatsRegistry(backbone, settings.app))
     policies = NatsPolicies(backbone, settings.app)
     registration = Registration(
