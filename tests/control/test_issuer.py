@@ -540,7 +540,7 @@ async def test_a_service_user_can_bootstrap_and_renew_but_not_issue(
         await identity.renew()
         assert identity.renewals == 1
         other = WorkloadIdentity(connection, APP, "payments")
-        with pytest.raises(IdentityError):
+        with pytest.raises(IdentityError, match="NATS does not let this process ask"):
             await other.obtain(None)
         assert issuer.issued == 2
     finally:

@@ -353,3 +353,47 @@ def test_a_service_nats_user_can_touch_only_its_own_registry_entries(
     assert any("permissions violation" in e.lower() for e in errors), errors
     for inbox in ("_INBOX.>", "_INBOX_relay.>"):
         assert any(f'subscription to "{inbox.lower()}"' in e.lower() for e in errors), errors
+
+
+def test_the_gateway_serves_tls_outward_with_a_dev_or_a_given_certificate(
+    app: tuple[Path, dict[str, str], int],
+) -> None:
+    import ssl
+
+    from shoal.control._devcert import dev_certificate
+
+    app_dir, env, port = app
+    manifest = app_dir / "shoal.yaml"
+    plain = manifest.read_text()
+    manifest.write_text(plain.replace("gateway:\n", "gateway:\n  tls: dev\n"))
+    with _up(app_dir, env):
+        cert = app_dir / ".shoal" / "gateway-tls" / "cert.pem"
+        assert (cert.parent / "key.pem").stat().st_mode & 0o777 == 0o600
+        trust = ssl.create_default_context(cafile=str(cert))
+        good = httpx.get(f"https://localhost:{port}/x", verify=trust, timeout=10)
+        assert good.status_code == 200
+        with pytest.raises(httpx.HTTPError):  # plaintext to a TLS port
+            httpx.get(f"http://127.0.0.1:{port}/x", timeout=5)
+        with pytest.raises(httpx.ConnectError):  # not trusted without the dev certificate
+            httpx.get(f"https://localhost:{port}/x", timeout=5)
+        # the gateway's admin details are not for the outside
+        info = httpx.get(f"https://localhost:{port}/.shoal/info", verify=trust, timeout=10)
+        assert info.status_code == 404
+
+    # A user-given certificate (here: one made like the dev one, at other paths).
+    given_cert, given_key = dev_certificate(app_dir / "given", "sectest")
+    manifest.write_text(
+        plain.replace("gateway:\n", f"gateway:\n  tls: {{cert: {given_cert}, key: {given_key}}}\n")
+    )
+    with _up(app_dir, env):
+        context = ssl.create_default_context(cafile=str(given_cert))
+        answer = httpx.get(f"https://localhost:{port}/x", verify=context, timeout=10)
+        assert answer.status_code == 200
+
+    manifest.write_text(
+        plain.replace("gateway:\n", "gateway:\n  tls: {cert: missing.pem, key: missing.key}\n")
+    )
+    result = _shoal("up", str(app_dir), "--detach", env=env)
+    assert result.returncode == 1
+    assert "gateway.tls.cert: cannot read" in result.stderr
+    assert "Traceback" not in result.stderr

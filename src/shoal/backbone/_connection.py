@@ -46,6 +46,8 @@ class Backbone:
         self._on_lost: set[Callable[[], None]] = set()
         self._on_back: set[Callable[[], None]] = set()
         self._closing = False
+        self.last_refusal = ""
+        """The last permissions violation NATS reported to this connection, if any."""
 
     @classmethod
     async def connect(
@@ -72,7 +74,12 @@ class Backbone:
                 holder[0]._back()
 
         async def error(exc: Exception) -> None:
-            log.debug("nats: %s", exc)
+            text = str(exc)
+            if "permissions violation" in text.lower() and holder:
+                holder[0].last_refusal = text  # NATS tells it apart only here, asynchronously
+                log.warning("%s", text)
+            else:
+                log.debug("nats: %s", exc)
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -161,13 +161,56 @@ class RouteSpec(BaseModel):
     jwt: JwtSpec | None = None
 
 
+def _check_tls_path(value: str) -> str:
+    if not value.strip():
+        raise problem("a file path is required (relative to the app directory, or absolute)")
+    return value
+
+
+TlsPath = Annotated[StrictStr, AfterValidator(_check_tls_path)]
+
+
+def _tls_word(value: object) -> object:
+    if value == "dev":
+        return {"dev": True}
+    if isinstance(value, str):
+        raise problem(
+            f"expected `dev` (a development certificate for localhost) or "
+            f"{{cert: FILE, key: FILE}}, got {value!r}"
+        )
+    return value
+
+
+class GatewayTlsSpec(BaseModel):
+    """What the gateway serves outward: ``dev`` (made by shoal), or the user's PEM files,
+    relative to the app directory (``cert``: the chain, leaf first; ``key``: unencrypted)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cert: TlsPath | None = None
+    key: TlsPath | None = None
+    dev: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if not self.dev and (self.cert is None or self.key is None):
+            missing = "key" if self.key is None else "cert"
+            raise problem(f"`{missing}` is missing: give both cert and key, or write `tls: dev`")
+        return self
+
+
 class GatewaySpec(BaseModel):
-    """The one entry point from outside: a port and its routes."""
+    """The one entry point from outside: a port, its routes, and optionally TLS.
+
+    ``tls: dev`` serves a self-signed certificate for localhost that shoal makes
+    under ``.shoal/gateway-tls/``; ``tls: {cert, key}`` serves the user's.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     port: Port = 8080
     routes: tuple[RouteSpec, ...] = ()
+    tls: Annotated[GatewayTlsSpec | None, BeforeValidator(_tls_word)] = None
 
 
 def _kind_extras(data: Mapping[object, object]) -> list[Extra]:

@@ -163,6 +163,12 @@ class WorkloadIdentity:
                 "or set SHOAL_TLS=off to serve plaintext for development"
             ) from None
         except (TimeoutError, nats.errors.Error, OSError) as exc:
+            refusal = self._backbone.last_refusal
+            if subject in refusal:
+                raise IdentityError(
+                    f"{self.spiffe_id}: NATS does not let this process ask for that ({refusal}); "
+                    "an instance may only bootstrap and renew its own certificate"
+                ) from exc
             raise IdentityError(
                 f"{self.spiffe_id}: the certificate authority did not answer on {subject}: "
                 f"{exc or type(exc).__name__}"

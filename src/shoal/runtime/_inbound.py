@@ -96,7 +96,7 @@ class Inbound:
         elif path == "ready":
             ready = record.state == "ready"
             status, body = (200 if ready else 503), {"status": record.state}
-        elif path == "info":
+        elif path == "info" and record.service != "gateway":  # the gateway faces outside
             status, body = 200, record.model_dump(mode="json")
         else:
             status, body = 404, {"error": f"no admin endpoint {scope['path']!r}"}

@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -86,6 +87,7 @@ def run_instance(target: str, settings: RuntimeSettings, *, log_level: str = "in
     secrets = read_bootstrap()  # first: the app must never see them
     if secrets.get("nats_url"):
         settings = dataclasses.replace(settings, nats_url=secrets["nats_url"])
+    _check_outward_tls(settings)
     os.environ.update(settings.identity_env())
     app = import_app(target, settings.app_dir)
     sock = bind_socket(settings.host, settings.port)
@@ -93,6 +95,24 @@ def run_instance(target: str, settings: RuntimeSettings, *, log_level: str = "in
         return _run(_serve(app, sock, settings, log_level, secrets.get("token")))
     finally:
         sock.close()
+
+
+def _check_outward_tls(settings: RuntimeSettings) -> None:
+    """A clear error now, not uvicorn's traceback later, for unusable outward TLS files."""
+    if not settings.tls_cert and not settings.tls_key:
+        return
+    if not (settings.tls_cert and settings.tls_key):
+        raise ServeError("SHOAL_TLS_CERT and SHOAL_TLS_KEY go together: set both, or neither")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ServeError(
+            f"cannot serve TLS with {settings.tls_cert} and {settings.tls_key}: "
+            f"{getattr(exc, 'strerror', None) or exc} (a PEM certificate chain and its "
+            "unencrypted private key)"
+        ) from exc
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -190,6 +210,11 @@ async def _serve(
             log_level=log_level,
             access_log=False,
             server_header=False,
+            # X-Forwarded-* from a client is data, not the peer's address: the gateway is the
+            # edge (it sets them itself) and services see the mesh caller.
+            proxy_headers=False,
+            ssl_certfile=settings.tls_cert or None,
+            ssl_keyfile=settings.tls_key or None,
             timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
             timeout_keep_alive=30,
         )
@@ -201,7 +226,7 @@ async def _serve(
                 settings.service,
                 settings.instance,
                 settings.app,
-                "http" if identity is None or not authenticate else "mtls",
+                "mtls" if authenticate else "https" if settings.tls_cert else "http",
                 host,
                 port,
             )

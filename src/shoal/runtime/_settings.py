@@ -41,6 +41,9 @@ class RuntimeSettings:
     drain_timeout: float = 10.0
     registry_ttl: float = 2.5
     advertise_host: str | None = None
+    tls_cert: str = ""
+    tls_key: str = ""
+    """PEM files to serve TLS outward with (the gateway's public port), if any."""
     tls: bool = True
     """Serve mutual TLS with an SVID from the app's CA (``SHOAL_TLS=off``: plaintext, for
     development against a bare NATS with no supervisor)."""
@@ -105,6 +108,8 @@ class RuntimeSettings:
             advertise_host=str(given.get("advertise_host") or env.get("SHOAL_ADVERTISE_HOST") or "")
             or None,
             tls=_switch(pick("tls", "SHOAL_TLS", "on"), "SHOAL_TLS"),
+            tls_cert=pick("tls_cert", "SHOAL_TLS_CERT", ""),
+            tls_key=pick("tls_key", "SHOAL_TLS_KEY", ""),
         )
 
 

@@ -71,7 +71,8 @@ async def run_app(
     control_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     urls = {"control": control_url, "nats": ""}
     if manifest.gateway is not None:
-        urls["gateway"] = f"http://127.0.0.1:{gateway_port(manifest)}"
+        scheme = "http" if manifest.gateway.tls is None else "https"
+        urls["gateway"] = f"{scheme}://127.0.0.1:{gateway_port(manifest)}"
     token = secrets.token_urlsafe(32)
     api = ControlAPI(supervisor, token, stopping.set, urls)
     config = uvicorn.Config(

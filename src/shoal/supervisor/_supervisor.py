@@ -23,6 +23,7 @@ from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import EmbeddedNats
 from shoal.control._ca import DEFAULT_SVID_LIFETIME, CertificateAuthority, describe_certificate
+from shoal.control._devcert import dev_certificate
 from shoal.control._issuer import Issuer
 from shoal.exceptions import ShoalError
 from shoal.manifest import Manifest, ServiceSpec
@@ -81,6 +82,28 @@ def _svid_lifetime() -> float:
     return value
 
 
+def gateway_tls_env(manifest: Manifest) -> dict[str, str]:
+    """``SHOAL_TLS_CERT``/``SHOAL_TLS_KEY`` for the gateway's outward TLS, if it has any.
+
+    Raises ShoalError, naming the manifest, when a given file cannot be read.
+    """
+    tls = manifest.gateway.tls if manifest.gateway is not None else None
+    if tls is None:
+        return {}
+    if tls.dev or tls.cert is None or tls.key is None:
+        cert, key = dev_certificate(manifest.directory, manifest.app)
+    else:
+        cert, key = manifest.directory / tls.cert, manifest.directory / tls.key
+        for what, path in (("cert", cert), ("key", key)):
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ShoalError(
+                    f"{manifest.path}: gateway.tls.{what}: cannot read {path}; give the path of "
+                    "a PEM file (relative to the app directory), or use `tls: dev` for a "
+                    "development certificate"
+                )
+    return {"SHOAL_TLS_CERT": str(cert), "SHOAL_TLS_KEY": str(key)}
+
+
 def check_gateway_port(manifest: Manifest) -> None:
     """Fail early, with the manifest's words, when the gateway's port is taken."""
     port = gateway_port(manifest)
@@ -129,6 +152,7 @@ class Supervisor:
 
     async def start(self) -> None:
         check_gateway_port(self.manifest)
+        gateway_tls_env(self.manifest)  # unreadable files stop the start, with the manifest's words
         url = os.environ.get("SHOAL_NATS_URL")
         if not url:
             self._nats = EmbeddedNats(self.directory)
@@ -190,6 +214,7 @@ class Supervisor:
         if spec is None:  # the gateway
             env["SHOAL_PORT"] = str(gateway_port(self.manifest))
             env["SHOAL_VERSION"] = "v1"
+            env.update(gateway_tls_env(self.manifest))
             argv = asgi_argv("shoal.gateway:app")
             return InstancePlan(self.app, service, instance, "v1", argv, env, self.directory)
         env["SHOAL_VERSION"] = spec.version
