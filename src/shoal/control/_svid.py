@@ -214,16 +214,6 @@ def verify_svid(
         raise _reject("not-an-svid", "the peer presented no certificate")
     _verify_path(chain, bundle)
     _check_validity(chain, now)
-    leaf = chain[0]
-    uri = _leaf_uri(leaf)
-    try:
-        domain, _service = _split(uri)
-    except ValueError as exc:
-        raise _reject("not-an-svid", f"{_describe(leaf)}: {exc}") from exc
-    if domain != trust_domain:
-        raise _reject(
-            "foreign-trust-domain",
-            f"{_describe(leaf)} is {uri}, in trust domain {domain!r}, not {trust_domain!r}",
-        )
-    _check_name_constraints(uri, domain, chain)
+    uri = check_leaf(chain[0], trust_domain)
+    _check_name_constraints(uri, trust_domain, chain)
     return uri

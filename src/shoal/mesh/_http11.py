@@ -110,18 +110,14 @@ class Http11Pool:
         conn = self._take(key)
         connecting = 0.0
         if conn is None:
-            began = time.perf_counter()
-            conn = await self._connect(key, connect_timeout)
-            connecting = time.perf_counter() - began
+            conn, connecting = await self._timed_connect(key, connect_timeout)
         try:
             response = await conn.roundtrip(request, out, read_timeout, write_timeout)
         except StaleConnectionError as exc:
             # The server closed the idle connection as we sent; it processed nothing.
             if not out.retryable:
                 raise httpx.RemoteProtocolError(NO_RESPONSE, request=request) from exc.__cause__
-            began = time.perf_counter()
-            conn = await self._connect(key, connect_timeout)
-            connecting = time.perf_counter() - began
+            conn, connecting = await self._timed_connect(key, connect_timeout)
             try:
                 response = await conn.roundtrip(request, out, read_timeout, write_timeout)
             except StaleConnectionError as exc:
@@ -181,6 +177,13 @@ class Http11Pool:
                 return conn
             conn.close()
         return None
+
+    async def _timed_connect(
+        self, key: Key, connect_timeout: float | None
+    ) -> tuple[Connection, float]:
+        began = time.perf_counter()
+        conn = await self._connect(key, connect_timeout)
+        return conn, time.perf_counter() - began
 
     async def _connect(self, key: Key, connect_timeout: float | None) -> Connection:
         loop = asyncio.get_running_loop()
