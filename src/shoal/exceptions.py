@@ -10,6 +10,7 @@ errors) are translated at the edge with ``raise ... from exc``.
     ├── RegistryError           the service registry refused an operation
     ├── IdentityError           the certificate authority or an identity cannot be used
     │   └── SvidRejectedError   a presented certificate chain is not a valid SVID (``reason``)
+    ├── TelemetryError          the telemetry store under DIR/.shoal/ cannot be used
     ├── ServeError              an instance cannot be served
     │   ├── AppImportError      MODULE:APP does not name an importable ASGI app
     │   └── PortInUseError      the port to listen on is taken
@@ -60,6 +61,7 @@ __all__ = [
     "ServeError",
     "ShoalError",
     "SvidRejectedError",
+    "TelemetryError",
     "TransportError",
     "UpstreamError",
 ]
@@ -128,6 +130,10 @@ class SvidRejectedError(IdentityError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class TelemetryError(ShoalError):
+    """The telemetry store (traces, logs, metrics) cannot be opened, read or written."""
 
 
 class ServeError(ShoalError):

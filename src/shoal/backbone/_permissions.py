@@ -9,6 +9,7 @@ service a user of its own whose permissions are an allow-list: it may
   consumers, flow control), but write none of them;
 * ask the issuer for its first certificate and its renewals, not for any identity
   (the ``issue`` subject is the admin's);
+* publish its telemetry (``shoal.<app>.telemetry.>``);
 * receive replies on its own inbox, ``_INBOX_<service>.>``, and nobody else's.
 
 Everything else is denied by NATS itself; a violation is an error to the client.
@@ -35,6 +36,7 @@ def service_permissions(app: str, service: str) -> dict[str, dict[str, list[str]
         "$JS.FC.>",
         ca_subject(app, "bootstrap"),
         ca_subject(app, "renew"),
+        f"shoal.{app}.telemetry.>",
     ]
     for bucket in (registry, policy_bucket_name(app), trust_bucket_name(app)):
         stream = f"KV_{bucket}"

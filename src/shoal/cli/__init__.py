@@ -7,6 +7,7 @@ from shoal.cli import backbone as _backbone  # noqa: F401  (registers the comman
 from shoal.cli import ops as _ops  # noqa: F401  (registers the command)
 from shoal.cli import security as _security  # noqa: F401  (registers the command)
 from shoal.cli import serve as _serve  # noqa: F401  (registers the command)
+from shoal.cli import trace as _trace  # noqa: F401  (registers the command)
 from shoal.cli import up as _up  # noqa: F401  (registers the command)
 from shoal.cli import validate as _validate  # noqa: F401  (registers the command)
 from shoal.cli._app import app as app

@@ -8,6 +8,8 @@ POST /v1/apply     re-read shoal.yaml, apply its traffic policy live
                    (200 {"changed", "not_applied"}; 422 {"error", "problems"} if invalid)
 POST /v1/ca/rotate roll the app's root CA under load (answers when done, with each step)
 GET  /v1/ca        the CA's certificates and their expiry, issued and refused counts
+GET  /v1/traces    recent traces, newest first (?service=&errors=1&min_ms=&limit=)
+GET  /v1/traces/ID one trace's spans, in start order
 POST /v1/down      stop the app gracefully (answers 202 first)
 """
 
@@ -18,6 +20,7 @@ import hmac
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from shoal._asgi import read_body, send_json
 from shoal.exceptions import ManifestError, ShoalError
@@ -48,12 +51,41 @@ class ControlAPI:
         body = await read_body(receive)
         try:
             data = json.loads(body) if body else {}
-            status, payload = await self._route(scope["method"], scope["path"], data)
+            if scope["method"] == "GET" and scope["path"].startswith("/v1/traces"):
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                status, payload = await self._traces(scope["path"], query)
+            else:
+                status, payload = await self._route(scope["method"], scope["path"], data)
         except ShoalError as exc:
             status, payload = 400, {"error": str(exc)}
         except (ValueError, KeyError, TypeError) as exc:
             status, payload = 400, {"error": f"bad request: {exc}"}
         await send_json(send, status, payload)
+
+    async def _traces(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        telemetry = self.supervisor.telemetry
+        if telemetry is None:
+            return 503, {"error": "telemetry is not running yet"}
+        store = telemetry.store
+        trace_id = path.removeprefix("/v1/traces").strip("/")
+        if trace_id:
+            spans = await store.trace(trace_id.lower())
+            if not spans:
+                return 404, {"error": f"no trace {trace_id!r} (kept 7 days at most)"}
+            return 200, [s.model_dump(mode="json") for s in spans]
+
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[-1] if values else None
+
+        min_ms = one("min_ms")
+        summaries = await store.traces(
+            service=one("service"),
+            errors_only=one("errors") in ("1", "true", "yes"),
+            min_duration_ms=float(min_ms) if min_ms else None,
+            limit=max(1, min(int(one("limit") or 50), 1000)),
+        )
+        return 200, [t.model_dump(mode="json") for t in summaries]
 
     async def _route(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, Any]:
         sup = self.supervisor

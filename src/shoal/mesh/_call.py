@@ -40,6 +40,7 @@ from shoal.mesh._body import Whole, buffered, raw_header, replayable_size, small
 from shoal.mesh._destination import Destination
 from shoal.mesh._http11 import CONNECT_SECONDS, ConnectFailedError
 from shoal.mesh._routing import choose_version, decide_faults
+from shoal.mesh._tracing import client_span
 from shoal.registry._records import InstanceRecord
 
 if TYPE_CHECKING:
@@ -236,11 +237,29 @@ class Call:
         return record
 
     async def _send(self, record: InstanceRecord, number: int) -> httpx.Response:
+        """One attempt, in a client span of its own (a retried call shows every try)."""
+        span = client_span(
+            self.request.method, self.dest.service, record.instance, record.address, number
+        )
+        try:
+            response = await self._send_once(record, number, span.headers())
+        except BaseException as exc:
+            last = self.attempts[-1] if self.attempts else None
+            outcome = last.outcome if last is not None and last.outcome else type(exc).__name__
+            span.failed(outcome)
+            raise
+        found = raw_header(response, _REASON)
+        span.answered(response.status_code, found.decode("latin-1") if found else None)
+        return response
+
+    async def _send_once(
+        self, record: InstanceRecord, number: int, trace_headers: list[tuple[bytes, bytes]]
+    ) -> httpx.Response:
         request = self.request
         left = self._left()
         if left <= 0:
             raise self._late()
-        extra = [(_TIMEOUT, _deadline.format_timeout(left).encode())]
+        extra = [(_TIMEOUT, _deadline.format_timeout(left).encode()), *trace_headers]
         if self.t.caller:
             extra.append((_CALLER, self.t.caller_bytes))
         attempt = Attempt(record.instance, record.address, record.version, sent=_deadline.now())

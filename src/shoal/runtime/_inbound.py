@@ -6,7 +6,9 @@ from __future__ import annotations
 from shoal._asgi import send_json
 from shoal.manifest._policy import DEFAULT_POLICY, LimitsPolicy, ServicePolicy
 from shoal.mesh._guard import InboundGuard
+from shoal.mesh._peer import peer_of
 from shoal.mesh._policies import PolicySource
+from shoal.mesh._tracing import server_span
 from shoal.registry._records import InstanceRecord
 from shoal.runtime._context import current_policies
 from shoal.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +17,7 @@ __all__ = ["ADMIN_PREFIX", "INSTANCE_HEADER", "Inbound", "InstanceStatus"]
 
 ADMIN_PREFIX = "/.shoal/"
 INSTANCE_HEADER = b"shoal-instance"
+_REASON = b"shoal-reason"
 
 
 class InstanceStatus:
@@ -66,6 +69,7 @@ class Inbound:
         self.guard = InboundGuard(app, service, policies, authenticate=authenticate)
         self.app: ASGIApp = self.guard
         self.status = status
+        self.service = service
         self._header = (INSTANCE_HEADER, status.record.instance.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,6 +80,8 @@ class Inbound:
             await self._admin(scope, send)
             return
         header = self._header
+        peer = peer_of(scope)
+        span = server_span(scope, self.service, peer.service if peer is not None else None)
 
         async def send_with_instance(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -84,9 +90,18 @@ class Inbound:
                 if not any(name.lower() == INSTANCE_HEADER for name, _ in headers):
                     headers.append(header)
                 message["headers"] = headers
+                span.status = message["status"]
+                for name, value in headers:
+                    if name == _REASON:
+                        span.reason = value.decode("latin-1")
             await send(message)
 
-        await self.app(scope, receive, send_with_instance)
+        try:
+            await self.app(span.forward(scope), receive, send_with_instance)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.end()
 
     async def _admin(self, scope: Scope, send: Send) -> None:
         path = scope["path"][len(ADMIN_PREFIX) :]

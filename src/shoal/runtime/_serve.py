@@ -46,6 +46,7 @@ from shoal.runtime._inbound import Inbound, InstanceStatus
 from shoal.runtime._loader import import_app
 from shoal.runtime._registration import Registration
 from shoal.runtime._settings import RuntimeSettings
+from shoal.runtime._telemetry import install_tracing
 from shoal.runtime._tls_listener import MtlsListener
 from shoal.types import ASGIApp
 
@@ -193,6 +194,8 @@ async def _serve(
     )
     unsubscribe = backbone.on_back(registration.refresh_now)
     identity: WorkloadIdentity | None = None
+    shipper = install_tracing(backbone, settings.app, settings.service, settings.instance)
+    shipper.start()
     try:
         if settings.tls:
             identity = await _identity(backbone, settings, token, status, registration)
@@ -250,6 +253,7 @@ async def _serve(
         set_current_identity(None)
         if identity is not None:
             await identity.aclose()
+        await shipper.aclose()
         await policies.aclose()
         await discovery.aclose()
         await backbone.aclose()

@@ -31,6 +31,7 @@ from shoal.registry._discovery import Discovery
 from shoal.registry._records import InstanceRecord
 from shoal.runtime._bootstrap import encode_bootstrap
 from shoal.runtime._serve import bind_socket
+from shoal.runtime._telemetry import SAMPLE_ENV
 from shoal.sidecar import PORT_ENV as SIDECAR_PORT_ENV
 from shoal.supervisor._instance import (
     InstancePlan,
@@ -41,6 +42,7 @@ from shoal.supervisor._instance import (
 )
 from shoal.supervisor._logs import ConsoleWriter, LogSink
 from shoal.supervisor._reloader import ApplyResult, ManifestReloader
+from shoal.supervisor._telemetry import TelemetryCollector
 
 __all__ = ["GATEWAY", "SHOAL_LOG", "Supervisor", "check_gateway_port", "gateway_port"]
 
@@ -147,6 +149,7 @@ class Supervisor:
         self.tls = os.environ.get("SHOAL_TLS", "on").strip().lower() not in ("off", "0", "false")
         """Instances serve mTLS with SVIDs from the app's CA (``SHOAL_TLS=off``: plaintext)."""
         self.issuer: Issuer | None = None
+        self.telemetry: TelemetryCollector | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -164,6 +167,8 @@ class Supervisor:
         self._registry = NatsRegistry(self._backbone, self.app)
         self.discovery = Discovery(NatsRegistry(self._backbone, self.app))
         await self.discovery.start()
+        self.telemetry = TelemetryCollector(self._backbone, self.app, self.state_dir)
+        await self.telemetry.start()
         self._policies = NatsPolicies(self._backbone, self.app)
         await self._policies.publish(self.manifest.policies())
         if self.tls:
@@ -211,6 +216,8 @@ class Supervisor:
                 "SHOAL_TLS": "on" if self.tls else "off",
             }
         )
+        if os.environ.get(SAMPLE_ENV):
+            env[SAMPLE_ENV] = os.environ[SAMPLE_ENV]
         if spec is None:  # the gateway
             env["SHOAL_PORT"] = str(gateway_port(self.manifest))
             env["SHOAL_VERSION"] = "v1"
@@ -422,6 +429,8 @@ class Supervisor:
         await asyncio.gather(*(i.stop(force=force) for i in rest))
         if self.issuer is not None:
             await self.issuer.aclose()
+        if self.telemetry is not None:
+            await self.telemetry.aclose()
         if self.discovery is not None:
             await self.discovery.aclose()
         if self._backbone is not None:
