@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 
 from shoal.exceptions import BackboneError
 
-__all__ = ["Backbone", "inbox_prefix", "redact"]
+__all__ = ["Backbone", "inbox_prefix", "redact", "without_credentials"]
 
 
 def inbox_prefix(service: str) -> str:
@@ -22,6 +22,12 @@ def inbox_prefix(service: str) -> str:
 
 
 log = logging.getLogger("shoal.backbone")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with no user or password at all (for an environment variable)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
 
 
 def redact(url: str) -> str:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 from shoal._asgi import send_json
+from shoal._throttle import Throttle
 from shoal.exceptions import TransportError
 from shoal.manifest._policy import DEFAULT_POLICY, ServicePolicy
 from shoal.mesh import _deadline
@@ -63,24 +64,15 @@ def _who(peer: Peer | None) -> str:
 
 
 class _DenialLog:
-    """At most one log line per reason per ``interval``; the lines held back are counted."""
+    """Denials in the log: at most one line per reason per ``interval``, the rest counted."""
 
     def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
+        self._throttle = Throttle(interval, clock)
 
     def denied(self, reason: str, service: str, peer: Peer | None, method: str, path: str) -> None:
-        now = self.clock()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._held[reason] = self._held.get(reason, 0) + 1
+        held = self._throttle.admit(reason)
+        if held is None:
             return
-        if len(self._last) > 1024:  # one entry per rule: only a flood of names gets here
-            self._last.clear()
-        self._last[reason] = now
-        held = self._held.pop(reason, 0)
         who = _who(peer)
         more = f" ({held} more like it held back)" if held else ""
         logger.info("%s %r from %s to service %r: %s%s", method, path, who, service, reason, more)

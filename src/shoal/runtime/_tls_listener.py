@@ -26,12 +26,12 @@ import contextlib
 import errno
 import logging
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shoal._throttle import Throttle
 from shoal.exceptions import SvidRejectedError
 from shoal.mesh._peer import PEER_KEY, Peer
 from shoal.mesh._tls import (
@@ -55,8 +55,7 @@ class Refusals:
     """Counts refused connections by reason, and logs them (rate-limited)."""
 
     def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._throttle = Throttle(_LOG_EVERY)
         self.counts: dict[str, int] = {}
 
     def note(self, reason: str, client: str, detail: str) -> None:
@@ -64,13 +63,10 @@ class Refusals:
         if reason == HUNG_UP:  # the client gave up (or refused *our* certificate): not a refusal
             log.debug("%s hung up during the TLS handshake (%s)", client, detail)
             return
-        now = time.monotonic()
-        if now - self._last.get(reason, -_LOG_EVERY) < _LOG_EVERY:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+        held = self._throttle.admit(reason)
+        if held is None:
             return
-        self._last[reason] = now
-        more = self._suppressed.pop(reason, 0)
-        extra = f" ({more} more like it not logged)" if more else ""
+        extra = f" ({held} more like it not logged)" if held else ""
         log.warning("refused a connection from %s: %s (%s)%s", client, reason, detail, extra)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 
 import httpx
 
+from shoal._net import accepts
 from shoal.exceptions import ServeError
 from shoal.gateway._proxy import proxy
 from shoal.gateway._routes import Match, Route
@@ -85,22 +85,12 @@ class Sidecar:
     async def _wait_for_program(self) -> None:
         """Until the program accepts connections: the sidecar is not ready before it is."""
         waited = 0
-        while True:
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), 0.5
-                )
-            except (OSError, TimeoutError):
-                waited += 1
-                if waited % 100 == 0:
-                    log.info("still waiting for the program on %s:%d", self.host, self.port)
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            log.info("the program answers on %s:%d", self.host, self.port)
-            return
+        while not await accepts(self.host, self.port):
+            waited += 1
+            if waited % 100 == 0:
+                log.info("still waiting for the program on %s:%d", self.host, self.port)
+            await asyncio.sleep(0.1)
+        log.info("the program answers on %s:%d", self.host, self.port)
 
 
 def _from_env() -> Sidecar:

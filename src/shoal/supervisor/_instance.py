@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shoal._net import accepts
 from shoal.exceptions import RegistryError, ShoalError
 from shoal.registry._records import InstanceRecord
 from shoal.runtime._bootstrap import BOOTSTRAP_FD_ENV
@@ -225,7 +226,7 @@ class SupervisedInstance:
         """Command services: wait until $PORT accepts, then register on their behalf."""
         port = self.plan.port
         assert port is not None
-        while not await _accepts("127.0.0.1", port):  # noqa: ASYNC110 - polling a port
+        while not await accepts("127.0.0.1", port):  # noqa: ASYNC110 - polling a port
             await asyncio.sleep(0.1)
         record = InstanceRecord(
             app=self.plan.app,
@@ -250,17 +251,6 @@ class SupervisedInstance:
             await asyncio.Event().wait()  # until cancelled when the process exits
         finally:
             await registration.deregister()
-
-
-async def _accepts(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
 async def _terminate(

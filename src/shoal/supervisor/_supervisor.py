@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal.backbone._connection import Backbone
+from shoal.backbone._connection import Backbone, without_credentials
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import EmbeddedNats
@@ -61,11 +61,6 @@ def gateway_port(manifest: Manifest) -> int | None:
             raise ShoalError(f"SHOAL_GATEWAY_PORT must be a port number, got {override!r}")
         return int(override)
     return manifest.gateway.port
-
-
-def _without_credentials(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
 
 
 def _svid_lifetime() -> float:
@@ -211,7 +206,7 @@ class Supervisor:
                 "SHOAL_SERVICE": mesh,
                 "SHOAL_INSTANCE": instance,
                 # The credentials go through the bootstrap pipe (see _bootstrap), not here.
-                "SHOAL_NATS_URL": _without_credentials(self.nats_url),
+                "SHOAL_NATS_URL": without_credentials(self.nats_url),
                 "SHOAL_APP_DIR": str(self.directory),
                 "SHOAL_TLS": "on" if self.tls else "off",
             }
