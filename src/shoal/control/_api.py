@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from shoal._asgi import read_body, send_json
+from shoal.control._telemetry_api import TELEMETRY_GETS, Query, Text, send_text
 from shoal.exceptions import ManifestError, ShoalError
 from shoal.supervisor._supervisor import Supervisor
 from shoal.types import Receive, Scope, Send
@@ -51,41 +52,20 @@ class ControlAPI:
         body = await read_body(receive)
         try:
             data = json.loads(body) if body else {}
-            if scope["method"] == "GET" and scope["path"].startswith("/v1/traces"):
-                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-                status, payload = await self._traces(scope["path"], query)
+            handler = TELEMETRY_GETS.get(_first_segments(scope["path"]))
+            if scope["method"] == "GET" and handler is not None:
+                query = Query(parse_qs(scope.get("query_string", b"").decode("latin-1")))
+                status, payload = await handler(self.supervisor, scope["path"], query)
             else:
                 status, payload = await self._route(scope["method"], scope["path"], data)
         except ShoalError as exc:
             status, payload = 400, {"error": str(exc)}
         except (ValueError, KeyError, TypeError) as exc:
             status, payload = 400, {"error": f"bad request: {exc}"}
-        await send_json(send, status, payload)
-
-    async def _traces(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
-        telemetry = self.supervisor.telemetry
-        if telemetry is None:
-            return 503, {"error": "telemetry is not running yet"}
-        store = telemetry.store
-        trace_id = path.removeprefix("/v1/traces").strip("/")
-        if trace_id:
-            spans = await store.trace(trace_id.lower())
-            if not spans:
-                return 404, {"error": f"no trace {trace_id!r} (kept 7 days at most)"}
-            return 200, [s.model_dump(mode="json") for s in spans]
-
-        def one(name: str) -> str | None:
-            values = query.get(name)
-            return values[-1] if values else None
-
-        min_ms = one("min_ms")
-        summaries = await store.traces(
-            service=one("service"),
-            errors_only=one("errors") in ("1", "true", "yes"),
-            min_duration_ms=float(min_ms) if min_ms else None,
-            limit=max(1, min(int(one("limit") or 50), 1000)),
-        )
-        return 200, [t.model_dump(mode="json") for t in summaries]
+        if isinstance(payload, Text):
+            await send_text(send, status, payload)
+        else:
+            await send_json(send, status, payload)
 
     async def _route(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, Any]:
         sup = self.supervisor
@@ -124,3 +104,8 @@ class ControlAPI:
             asyncio.get_running_loop().call_later(0.05, self._on_down)
             return 202, {"stopping": sup.app}
         return 404, {"error": f"no such endpoint: {method} {path}"}
+
+
+def _first_segments(path: str) -> str:
+    """``/v1/traces/abc`` -> ``/v1/traces``: the key of :data:`TELEMETRY_GETS`."""
+    return "/".join(path.split("/", 3)[:3])
