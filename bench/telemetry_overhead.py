@@ -22,8 +22,9 @@ rounds. CPU per call is ``time.process_time()`` of the client and of its server
 (read by the server itself), each after flushing its queued spans, so the
 phase's shipping is counted. Then one 100 % phase under cProfile (client) splits
 the added CPU between the OpenTelemetry SDK and shoal's conversion and shipping,
-and a micro-benchmark (no profiler) times a span's pieces one by one, with a
-sketch of a lighter span path that still encodes OTLP.
+and a micro-benchmark (no profiler) times a span's pieces one by one, and a
+server+client span pair through shoal's light span path against the same pair
+made with the OpenTelemetry SDK (shoal's path before ``mesh._spans``).
 
 The clients are pinned to CPU 0 and the servers to CPU 1 (``--no-pin`` lets the
 scheduler place them); nats-server and this process are not pinned.
@@ -38,12 +39,12 @@ import argparse
 import asyncio
 import collections
 import cProfile
+import functools
 import gc
 import json
 import os
 import platform
 import pstats
-import random
 import signal
 import statistics
 import subprocess
@@ -60,6 +61,7 @@ import uvicorn
 import uvloop
 from _asgi_hello import app as hello_app
 from _machine import cpu_steal, source_state, stop_processes
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -71,10 +73,20 @@ from shoal.backbone import Backbone, EmbeddedNats
 from shoal.exceptions import ShoalError
 from shoal.mesh import StaticPolicies
 from shoal.mesh._http11 import ConnectFailedError, Http11Pool
+from shoal.mesh._spans import SpanData, Tracing, set_active
+from shoal.mesh._tracing import client_span, server_span
 from shoal.registry import Discovery, InstanceRecord, MemoryRegistry
 from shoal.runtime._inbound import Inbound, InstanceStatus
 from shoal.runtime._serve import _Server, bind_socket
-from shoal.runtime._telemetry import SpanShipper, install_tracing, span_subject, span_to_json
+from shoal.runtime._telemetry import (
+    SpanShipper,
+    data_to_json,
+    data_to_readable,
+    install_tracing,
+    span_subject,
+    span_to_json,
+    tracing_resource,
+)
 from shoal.types import ASGIApp, Receive, Scope, Send
 
 APP = "bench"
@@ -347,6 +359,10 @@ DETAILS = [
     ("  SDK Span.end", "sdk/trace/__init__.py", "end"),
     ("    SpanShipper.on_end (shoal)", "runtime/_telemetry.py", "on_end"),
     ("  span_to_json (shoal)", "runtime/_telemetry.py", "span_to_json"),
+    ("  light: traceparent parse", "mesh/_spans.py", "parse_traceparent"),
+    ("  light: SpanData()", "mesh/_spans.py", "__init__"),
+    ("  light: ids", "mesh/_spans.py", "new_span_id"),
+    ("  light: data_to_json (shoal)", "runtime/_telemetry.py", "data_to_json"),
     ("  json.dumps", "json/__init__.py", "dumps"),
     ("  nats publish", "nats/aio/client.py", "publish"),
 ]
@@ -383,26 +399,6 @@ class Collect(SpanProcessor):
         self.spans.append(span)
 
 
-class LightSpan:
-    """A sketch of a lighter span record: what a span needs for OTLP, nothing more."""
-
-    __slots__ = (
-        "attributes", "end_ns", "kind", "name", "parent_id", "span_id", "start_ns", "status",
-        "trace_id",
-    )  # fmt: skip
-
-    def __init__(self, trace_id: int, span_id: int, name: str, attributes: dict[str, Any]) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = 0
-        self.name = name
-        self.kind = 3  # OTLP SPAN_KIND_CLIENT
-        self.start_ns = time.time_ns()
-        self.end_ns = 0
-        self.status = 0
-        self.attributes = attributes
-
-
 def best(fn: Callable[[], None], n: int, repeat: int = 5) -> float:
     """µs per iteration of ``fn`` run ``n`` times, best of ``repeat``."""
     times = []
@@ -414,14 +410,10 @@ def best(fn: Callable[[], None], n: int, repeat: int = 5) -> float:
 
 
 def micro(n: int) -> dict[str, float]:
-    """A client span's life, piece by piece, SDK against a lighter sketch (µs a span)."""
+    """A client span's life in the SDK, shipping and OTLP encoding, and a server+client span
+    pair through shoal's light path against the same pair made with the SDK (µs a span,
+    or a pair)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
     propagator = TraceContextTextMapPropagator()
     out: dict[str, float] = {}
@@ -470,64 +462,116 @@ def micro(n: int) -> dict[str, float]:
     out["shoal shipping: span_to_json + json.dumps"] = best(to_json, len(spans))
     out["OTLP protobuf from SDK spans (the SDK exporter's encoder)"] = best(to_otlp_sdk, len(spans))
 
-    light: collections.deque[LightSpan] = collections.deque(maxlen=20_000)
-    bound = round(1.0 * (1 << 64))
-    getrandbits = random.getrandbits
+    light: collections.deque[SpanData] = collections.deque(maxlen=20_000)
+    previous = set_active(Tracing(1.0, light.append))
+    try:
+        for _ in range(3):  # some to convert below, as the 100 % run ships them
+            light_pair(1, TRACEPARENT)
+    finally:
+        set_active(previous)
+    records = (list(light) * (n // len(light) + 1))[:n]  # the same few, n times over
+    resource = tracing_resource(APP, "caller", "caller-1")
 
-    def light_life() -> None:
-        light.clear()
-        for _ in range(n):
-            trace_id = getrandbits(128)
-            if trace_id & 0xFFFFFFFFFFFFFFFF >= bound:  # the SDK's ratio rule
-                continue
-            span = LightSpan(
-                trace_id,
-                getrandbits(64),
-                "GET hello",
-                {
-                    "http.request.method": "GET",
-                    "server.address": "127.0.0.1:8000",
-                    "shoal.service": "hello",
-                    "shoal.instance": "hello-1",
-                    "shoal.attempt": 1,
-                },
-            )
-            _ = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
-            span.attributes["http.response.status_code"] = 200
-            span.end_ns = time.time_ns()
-            light.append(span)
-
-    def value(v: Any) -> AnyValue:
-        if isinstance(v, bool):
-            return AnyValue(bool_value=v)
-        if isinstance(v, int):
-            return AnyValue(int_value=v)
-        return AnyValue(string_value=str(v))
+    def light_json() -> None:
+        for i in range(0, len(records), 512):
+            json.dumps(
+                [data_to_json(s, "caller", "caller-1") for s in records[i : i + 512]],
+                separators=(",", ":"),
+            ).encode()
 
     def light_otlp() -> None:
-        batch = list(light)
-        for i in range(0, len(batch), 512):
-            pb = [
-                PbSpan(
-                    trace_id=s.trace_id.to_bytes(16, "big"),
-                    span_id=s.span_id.to_bytes(8, "big"),
-                    name=s.name,
-                    kind=cast(Any, s.kind),
-                    start_time_unix_nano=s.start_ns,
-                    end_time_unix_nano=s.end_ns,
-                    attributes=[KeyValue(key=k, value=value(v)) for k, v in s.attributes.items()],
-                )
-                for s in batch[i : i + 512]
-            ]
-            ExportTraceServiceRequest(
-                resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=pb)])]
-            ).SerializeToString()
+        for i in range(0, len(records), 512):
+            batch = [data_to_readable(s, resource) for s in records[i : i + 512]]
+            encode_spans(batch).SerializeToString()
 
-    out["sketch: light client span (ids, ratio rule, traceparent, attributes, end)"] = best(
-        light_life, n
+    out["light shipping: data_to_json + json.dumps"] = best(light_json, len(records))
+    out["OTLP protobuf from light spans (to ReadableSpan, the SDK's encoder)"] = best(
+        light_otlp, len(records)
     )
-    out["sketch: OTLP protobuf from light spans"] = best(light_otlp, len(light))
+    for sampled in (True, False):
+        label = "sampled" if sampled else "not sampled"
+        flag = b"01" if sampled else b"00"
+        parent = TRACEPARENT[:-2] + flag
+        pairs: collections.deque[SpanData] = collections.deque(maxlen=20_000)
+        previous = set_active(Tracing(1.0, pairs.append))
+        try:
+            figure = best(functools.partial(light_pair, n, parent), n)
+        finally:
+            set_active(previous)
+        out[f"pair, light (shoal's path), {label}: server+client span, forward, headers"] = figure
+        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
+        provider.add_span_processor(Collect())
+        tracer = provider.get_tracer("shoal")
+        out[f"pair, SDK (shoal's old path), {label}: the same"] = best(
+            functools.partial(sdk_pair, tracer, n, parent), n
+        )
     return out
+
+
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+PAIR_SCOPE: Scope = {
+    "type": "http",
+    "method": "GET",
+    "path": "/item",
+    "headers": [(b"host", b"hello"), (b"user-agent", b"python-httpx"), (b"x-shoal-caller", b"c")],
+}
+
+
+def light_pair(n: int, traceparent: bytes) -> None:
+    """A request's server span (from a caller's ``traceparent``) and one mesh call's
+    client span inside it, through shoal's own functions."""
+    scope = {**PAIR_SCOPE, "headers": [*PAIR_SCOPE["headers"], (b"traceparent", traceparent)]}
+    for _ in range(n):
+        span = server_span(scope, "hello", "caller")
+        span.forward(scope)
+        client = client_span("GET", "hello", "hello-1", "127.0.0.1:8000", 1)
+        client.headers()
+        client.answered(200, None)
+        span.status = 200
+        span.end()
+
+
+def sdk_pair(tracer: trace.Tracer, n: int, traceparent: bytes) -> None:
+    """The same pair as shoal made it with the OpenTelemetry SDK before the light path
+    (``git show bfdce54:src/shoal/mesh/_tracing.py``)."""
+    propagator = TraceContextTextMapPropagator()
+    scope = {**PAIR_SCOPE, "headers": [*PAIR_SCOPE["headers"], (b"traceparent", traceparent)]}
+    names = frozenset({b"traceparent", b"tracestate"})
+    for _ in range(n):
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        parent = propagator.extract(carrier)
+        span = tracer.start_span(
+            "GET /item",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": "GET", "url.path": "/item", "shoal.service": "hello",
+                "shoal.caller": "caller",
+            },
+        )  # fmt: skip
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        out: dict[str, str] = {}
+        propagator.inject(out, context=trace.set_span_in_context(span))
+        headers = [(k, v) for k, v in scope["headers"] if k not in names]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]
+        _ = {**scope, "headers": headers}
+        client = tracer.start_span(
+            "GET hello",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "GET", "server.address": "127.0.0.1:8000",
+                "shoal.service": "hello", "shoal.instance": "hello-1", "shoal.attempt": 1,
+            },
+        )  # fmt: skip
+        out = {}
+        propagator.inject(out, context=trace.set_span_in_context(client))
+        if client.is_recording():
+            client.set_attribute("http.response.status_code", 200)
+            client.end()
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", 200)
+            span.end()
+        otel_context.detach(token)
 
 
 # -- orchestration ------------------------------------------------------------------
@@ -719,7 +763,7 @@ def report(
         )
     for side, entries in (("client", CLIENT_ENTRIES), ("server", SERVER_ENTRIES)):
         print_profile(side, entries, profile, med, args)
-    print("micro-benchmark, µs a span (best of 5, no profiler, the 100 % client's process):")
+    print("micro-benchmark, µs a span or pair (best of 5, no profiler, the 100 % client):")
     for label, value in micro_figures.items():
         print(f"  {label:<78} {value:6.2f}")
     results = [

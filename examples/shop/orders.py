@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -119,6 +120,7 @@ async def place_order(request: OrderRequest) -> Order:
         },
     )
     ORDERS[order.id] = order
+    logging.getLogger(__name__).info("order %s placed", order.id)  # tied to its trace
     return order
 
 

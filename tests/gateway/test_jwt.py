@@ -489,6 +489,19 @@ def test_request_headers_always_drop_a_client_shoal_user() -> None:
     assert [v for n, v in with_user if n == b"shoal-user"] == [b"eyJ9"]
 
 
+def test_request_headers_never_pass_on_a_dashboard_session_cookie() -> None:
+    match = RouteTable([RouteSpec(prefix="/", service="svc")]).match(b"/x")
+    assert match is not None
+
+    def cookie(value: bytes) -> list[bytes]:
+        scope: Scope = {"type": "http", "headers": [(b"cookie", value)]}
+        return [v for n, v in request_headers(scope, match) if n == b"cookie"]
+
+    assert cookie(b"a=1; shoal_session_4180=secret; b=2") == [b"a=1; b=2"]
+    assert cookie(b"shoal_session_4180=secret") == []
+    assert cookie(b"a=1") == [b"a=1"]
+
+
 # --- through the gateway ------------------------------------------------------------
 
 

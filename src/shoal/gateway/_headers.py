@@ -8,6 +8,9 @@ and it owns the ``x-forwarded-*`` headers (this is the edge: what a client
 claims there is replaced, except ``x-forwarded-for``, which is appended to) and
 ``shoal-user``: a client's is always dropped, on every route, and on a route
 with ``jwt`` the gateway sets its own, the verified claims of the token.
+Cookies named ``shoal_session_*`` (the dashboard's; browsers send a host's
+cookies to every port of it) are taken out of ``cookie``, so no service behind
+the gateway ever sees a control-API session.
 Back to the client, the upstream ``date`` is dropped (the gateway's server sends
 its own) and ``shoal-route`` names the route taken.
 """
@@ -39,6 +42,15 @@ _REQUEST_DROP = _HOP_BY_HOP | {
     USER_HEADER.encode(),  # only the gateway may say who the user is
 }
 _RESPONSE_DROP = _HOP_BY_HOP | {b"date"}
+
+
+_SESSION_COOKIE = b"shoal_session_"
+
+
+def _without_sessions(cookie: bytes) -> bytes:
+    """``cookie`` without the dashboard's session cookies."""
+    kept = [c for c in cookie.split(b";") if not c.strip().startswith(_SESSION_COOKIE)]
+    return b";".join(kept).strip()
 
 
 def _connection_options(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -75,6 +87,10 @@ def request_headers(scope: Scope, match: Match, *, user: bytes | None = None) ->
             elif name == b"x-forwarded-for":
                 forwarded_for.append(value)
             continue
+        if name == b"cookie" and _SESSION_COOKIE in value:
+            value = _without_sessions(value)
+            if not value:
+                continue
         out.append((name, value))
     client = scope.get("client")
     if client:

@@ -39,6 +39,7 @@ from shoal.mesh._backoff import full_jitter
 from shoal.mesh._body import Whole, buffered, raw_header, replayable_size, small_body
 from shoal.mesh._destination import Destination
 from shoal.mesh._http11 import CONNECT_SECONDS, ConnectFailedError
+from shoal.mesh._metrics import count_retry
 from shoal.mesh._routing import choose_version, decide_faults
 from shoal.mesh._tracing import client_span
 from shoal.registry._records import InstanceRecord
@@ -207,6 +208,7 @@ class Call:
                 if retry.refused:
                     refused.add(record.instance)
                 await self._before_retry(number, retry)
+                count_retry(self.t.caller, self.dest.service)
                 continue
             return response
 

@@ -7,11 +7,13 @@ ejected.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from shoal.manifest._policy import ServicePolicy
 from shoal.mesh._budget import RetryBudget
 from shoal.mesh._bulkhead import Bulkhead
+from shoal.mesh._metrics import count_ejection
 from shoal.mesh._outlier import OutlierDetector
 from shoal.types import Clock
 
@@ -21,10 +23,18 @@ __all__ = ["Destination"]
 class Destination:
     """What this process keeps about calling one service."""
 
-    __slots__ = ("_clock", "budget", "bulkhead", "outlier", "policy", "service")
+    __slots__ = ("_clock", "budget", "bulkhead", "caller", "outlier", "policy", "service")
 
-    def __init__(self, service: str, policy: ServicePolicy, *, clock: Clock = time.monotonic):
+    def __init__(
+        self,
+        service: str,
+        policy: ServicePolicy,
+        *,
+        clock: Clock = time.monotonic,
+        caller: str = "",
+    ) -> None:
         self.service = service
+        self.caller = caller
         self._clock = clock
         self.policy = policy
         self.bulkhead = Bulkhead(policy.limits.concurrency)
@@ -58,4 +68,5 @@ class Destination:
             max_ejection=outlier.max_ejection,
             max_ejected_fraction=outlier.max_ejected_percent / 100,
             clock=self._clock,
+            on_eject=functools.partial(count_ejection, self.caller, self.service),
         )

@@ -168,7 +168,11 @@ class InboundGuard:
             message = f"{_who(peer)} may not {method} {path!r} on service {self.service!r}: {why}"
             await _refuse(send, 403, decision.reason, message)
             return None
-        return {**scope, "path": path, "raw_path": encode_path(path)}, peer.service
+        # in place: the scope is the inbound middleware's own copy, and it reads the route
+        # the app's router writes into it once the request is done (for metrics)
+        scope["path"] = path
+        scope["raw_path"] = encode_path(path)
+        return scope, peer.service
 
     async def _admit_rate(self, policy: ServicePolicy, caller: str, send: Send) -> bool:
         rates = self._rates

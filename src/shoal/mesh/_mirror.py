@@ -22,6 +22,7 @@ import httpx
 
 from shoal.mesh import _deadline
 from shoal.mesh._body import BUFFER_LIMIT, Whole, replayable_size
+from shoal.mesh._metrics import count_mirror
 
 if TYPE_CHECKING:
     from shoal.mesh._call import Call
@@ -111,6 +112,7 @@ class Mirror:
             shadow = await self._send(targets, copy, deadline)
         except Exception as exc:  # the shadow's failure is reported, never raised
             stats.failed += 1
+            count_mirror(self.t.caller, service, "failed")
             log.warning(
                 "mirror of %s %s to %s %s failed: %s", copy.method, copy.url, service, version, exc
             )
@@ -123,8 +125,10 @@ class Mirror:
             return
         if _same(first, shadow):
             stats.matched += 1
+            count_mirror(self.t.caller, service, "matched")
             return
         stats.mismatched += 1
+        count_mirror(self.t.caller, service, "mismatched")
         log.warning(
             "mirror mismatch for %s %s on %s: primary %s, %s answered %s",
             copy.method,

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from shoal.types import Clock
 
@@ -64,7 +64,9 @@ class OutlierDetector:
         max_ejection: float = 300.0,
         max_ejected_fraction: float = 0.5,
         clock: Clock = time.monotonic,
+        on_eject: Callable[[], None] | None = None,
     ) -> None:
+        self._on_eject = on_eject
         if consecutive_failures < 1:
             raise ValueError(f"consecutive_failures must be 1 or more, got {consecutive_failures}")
         if base_ejection <= 0 or max_ejection <= 0:
@@ -172,3 +174,5 @@ class OutlierDetector:
         health.ejections += 1
         health.until = now + min(self._base * health.ejections, self._max)
         health.probe_since = None
+        if self._on_eject is not None:
+            self._on_eject()

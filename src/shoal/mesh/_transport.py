@@ -19,11 +19,12 @@ from typing import Protocol
 
 import httpx
 
-from shoal.exceptions import NoEndpointsError
+from shoal.exceptions import NoEndpointsError, TransportError
 from shoal.mesh._balancer import Balancer
-from shoal.mesh._call import Call
+from shoal.mesh._call import REASON_HEADER, Call
 from shoal.mesh._destination import Destination
 from shoal.mesh._http11 import ClientTls, Http11Pool
+from shoal.mesh._metrics import ClientTimer
 from shoal.mesh._mirror import Mirror
 from shoal.mesh._policies import PolicySource, StaticPolicies
 from shoal.mesh._routing import wants_mirror
@@ -80,6 +81,23 @@ class MeshTransport(httpx.AsyncBaseTransport):
         service = request.url.host
         if not is_service_host(service):
             return await self._fallback.handle_async_request(request)
+        timer = ClientTimer(self.caller, service, request.method)
+        try:
+            response = await self._call(service, request)
+        except TransportError as exc:
+            timer.done(None, error_type=exc.reason)
+            raise
+        except asyncio.CancelledError:
+            timer.done(None, error_type="cancelled")
+            raise
+        except Exception as exc:
+            timer.done(None, error_type=type(exc).__name__)
+            raise
+        found = response.headers.get(REASON_HEADER)
+        timer.done(response.status_code, reason=found or "")
+        return response
+
+    async def _call(self, service: str, request: httpx.Request) -> httpx.Response:
         discovery = self._discovery or await self._open()
         cache = discovery.cache
         if cache.generation != self._generation:  # membership changed: forget the departed
@@ -101,7 +119,7 @@ class MeshTransport(httpx.AsyncBaseTransport):
         policy = (self._policies or _DEFAULTS).get(service)
         dest = self.destinations.get(service)
         if dest is None:
-            dest = self.destinations[service] = Destination(service, policy)
+            dest = self.destinations[service] = Destination(service, policy, caller=self.caller)
         elif dest.policy is not policy:
             dest.update(policy)
         return dest

@@ -6,6 +6,7 @@ from __future__ import annotations
 from shoal._asgi import send_json
 from shoal.manifest._policy import DEFAULT_POLICY, LimitsPolicy, ServicePolicy
 from shoal.mesh._guard import InboundGuard
+from shoal.mesh._metrics import ServerTimer, exposition
 from shoal.mesh._peer import peer_of
 from shoal.mesh._policies import PolicySource
 from shoal.mesh._tracing import server_span
@@ -13,9 +14,12 @@ from shoal.registry._records import InstanceRecord
 from shoal.runtime._context import current_policies
 from shoal.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ADMIN_PREFIX", "INSTANCE_HEADER", "Inbound", "InstanceStatus"]
+__all__ = ["ADMIN_PREFIX", "INSTANCE_HEADER", "METRICS_PATH", "Inbound", "InstanceStatus"]
 
 ADMIN_PREFIX = "/.shoal/"
+METRICS_PATH = "/.shoal/metrics"
+_CALLER = b"shoal-caller"
+_METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 INSTANCE_HEADER = b"shoal-instance"
 _REASON = b"shoal-reason"
 
@@ -81,7 +85,9 @@ class Inbound:
             return
         header = self._header
         peer = peer_of(scope)
-        span = server_span(scope, self.service, peer.service if peer is not None else None)
+        caller = peer.service if peer is not None else _claimed_caller(scope)
+        span = server_span(scope, self.service, caller or None)
+        timer = ServerTimer(self.service)
 
         async def send_with_instance(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -96,14 +102,20 @@ class Inbound:
                         span.reason = value.decode("latin-1")
             await send(message)
 
+        inner = span.forward(scope)  # our own copy: the app's router notes its route in it
         try:
-            await self.app(span.forward(scope), receive, send_with_instance)
+            await self.app(inner, receive, send_with_instance)
         except BaseException as exc:
             span.end(exc)
+            timer.done(_route(inner), scope["method"], span.status or 500, caller, span.reason)
             raise
         span.end()
+        timer.done(_route(inner), scope["method"], span.status, caller, span.reason)
 
     async def _admin(self, scope: Scope, send: Send) -> None:
+        if scope["path"] == METRICS_PATH and self.service != "gateway":
+            await _send_metrics(send, self._header)
+            return
         path = scope["path"][len(ADMIN_PREFIX) :]
         record = self.status.record
         if path == "live":
@@ -116,3 +128,34 @@ class Inbound:
         else:
             status, body = 404, {"error": f"no admin endpoint {scope['path']!r}"}
         await send_json(send, status, body, [self._header])
+
+
+def _claimed_caller(scope: Scope) -> str:
+    """The caller a request names in ``shoal-caller`` (not proven: plaintext mode only)."""
+    for name, value in scope["headers"]:
+        if name == _CALLER:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _route(scope: Scope) -> str:
+    """The route template the app's router matched (Starlette, FastAPI), else ``""``."""
+    route = scope.get("route")
+    path: object = getattr(route, "path", None)
+    return path if isinstance(path, str) else ""
+
+
+async def _send_metrics(send: Send, *headers: tuple[bytes, bytes]) -> None:
+    body = exposition()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", _METRICS_TYPE),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

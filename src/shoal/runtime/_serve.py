@@ -44,6 +44,8 @@ from shoal.runtime._context import (
 from shoal.runtime._identity import WorkloadIdentity
 from shoal.runtime._inbound import Inbound, InstanceStatus
 from shoal.runtime._loader import import_app
+from shoal.runtime._logging import install_logging
+from shoal.runtime._metrics_ship import MetricsShipper
 from shoal.runtime._registration import Registration
 from shoal.runtime._settings import RuntimeSettings
 from shoal.runtime._telemetry import install_tracing
@@ -194,8 +196,11 @@ async def _serve(
     )
     unsubscribe = backbone.on_back(registration.refresh_now)
     identity: WorkloadIdentity | None = None
+    install_logging(settings.app, settings.service, settings.instance, default_level=log_level)
     shipper = install_tracing(backbone, settings.app, settings.service, settings.instance)
     shipper.start()
+    metrics = MetricsShipper(backbone, settings.app, settings.service, settings.instance)
+    metrics.start()
     try:
         if settings.tls:
             identity = await _identity(backbone, settings, token, status, registration)
@@ -211,6 +216,7 @@ async def _serve(
             ws="none",
             lifespan="auto",
             log_level=log_level,
+            log_config=None,  # the root logger's JSON handler (install_logging)
             access_log=False,
             server_header=False,
             # X-Forwarded-* from a client is data, not the peer's address: the gateway is the
@@ -254,6 +260,7 @@ async def _serve(
         if identity is not None:
             await identity.aclose()
         await shipper.aclose()
+        await metrics.aclose()
         await policies.aclose()
         await discovery.aclose()
         await backbone.aclose()

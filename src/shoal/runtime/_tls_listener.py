@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shoal._throttle import Throttle
 from shoal.exceptions import SvidRejectedError
+from shoal.mesh._metrics import count_refusal
 from shoal.mesh._peer import PEER_KEY, Peer
 from shoal.mesh._tls import (
     HUNG_UP,
@@ -54,12 +55,14 @@ _LOG_EVERY = 1.0
 class Refusals:
     """Counts refused connections by reason, and logs them (rate-limited)."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: str = "") -> None:
         self._throttle = Throttle(_LOG_EVERY)
+        self._service = service
         self.counts: dict[str, int] = {}
 
     def note(self, reason: str, client: str, detail: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
+        count_refusal(self._service, reason)
         if reason == HUNG_UP:  # the client gave up (or refused *our* certificate): not a refusal
             log.debug("%s hung up during the TLS handshake (%s)", client, detail)
             return
@@ -116,7 +119,7 @@ class MtlsListener:
         self._sock = sock
         self._identity = identity
         self._http = http  # () -> (config, server_state, app_state)
-        self.refusals = Refusals()
+        self.refusals = Refusals(identity.service)
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
 

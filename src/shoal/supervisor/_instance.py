@@ -69,6 +69,7 @@ class SupervisedInstance:
         registry: RegistryBackend,
         *,
         on_change: Callable[[], None] = lambda: None,
+        on_output: Callable[[str, str, str], str] = lambda _service, _instance, line: line,
         stop_timeout: float = 15.0,
         bootstrap: Callable[[], bytes] | None = None,
     ) -> None:
@@ -76,6 +77,8 @@ class SupervisedInstance:
         self.logs = logs
         self.registry = registry
         self.on_change = on_change
+        self.on_output = on_output
+        """(service, instance, line) -> the line as shown: each line the processes write."""
         self.stop_timeout = stop_timeout
         self.bootstrap = bootstrap
         """Secrets for each spawn (a fresh bootstrap token, NATS credentials), sent through a
@@ -220,7 +223,9 @@ class SupervisedInstance:
             if not raw:
                 return
             line = raw.decode("utf-8", "replace").rstrip()
-            self.logs.line(self.plan.entry, self.name, prefix + line)
+            shown = self.on_output(self.plan.service, self.name, line)
+            for part in shown.split("\n"):  # a structured line may show a traceback
+                self.logs.line(self.plan.entry, self.name, prefix + part)
 
     async def _probe_and_register(self) -> None:
         """Command services: wait until $PORT accepts, then register on their behalf."""

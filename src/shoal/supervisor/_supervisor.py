@@ -30,6 +30,7 @@ from shoal.manifest import Manifest, ServiceSpec
 from shoal.registry._discovery import Discovery
 from shoal.registry._records import InstanceRecord
 from shoal.runtime._bootstrap import encode_bootstrap
+from shoal.runtime._logging import LEVEL_ENV
 from shoal.runtime._serve import bind_socket
 from shoal.runtime._telemetry import SAMPLE_ENV
 from shoal.sidecar import PORT_ENV as SIDECAR_PORT_ENV
@@ -41,6 +42,8 @@ from shoal.supervisor._instance import (
     free_port,
 )
 from shoal.supervisor._logs import ConsoleWriter, LogSink
+from shoal.supervisor._metrics import MetricsAggregator
+from shoal.supervisor._metrics_history import MetricHistory
 from shoal.supervisor._reloader import ApplyResult, ManifestReloader
 from shoal.supervisor._telemetry import TelemetryCollector
 
@@ -145,6 +148,8 @@ class Supervisor:
         """Instances serve mTLS with SVIDs from the app's CA (``SHOAL_TLS=off``: plaintext)."""
         self.issuer: Issuer | None = None
         self.telemetry: TelemetryCollector | None = None
+        self.metrics: MetricsAggregator | None = None
+        self._history_task: asyncio.Task[None] | None = None
 
     # -- start ---------------------------------------------------------------------
 
@@ -164,6 +169,10 @@ class Supervisor:
         await self.discovery.start()
         self.telemetry = TelemetryCollector(self._backbone, self.app, self.state_dir)
         await self.telemetry.start()
+        self.metrics = MetricsAggregator(self._backbone, self.app)
+        await self.metrics.start()
+        history = MetricHistory(self.metrics, self.telemetry.store, self.instance_counts)
+        self._history_task = asyncio.create_task(history.run(), name="shoal-metric-history")
         self._policies = NatsPolicies(self._backbone, self.app)
         await self._policies.publish(self.manifest.policies())
         if self.tls:
@@ -211,8 +220,9 @@ class Supervisor:
                 "SHOAL_TLS": "on" if self.tls else "off",
             }
         )
-        if os.environ.get(SAMPLE_ENV):
-            env[SAMPLE_ENV] = os.environ[SAMPLE_ENV]
+        for name in (SAMPLE_ENV, LEVEL_ENV):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         if spec is None:  # the gateway
             env["SHOAL_PORT"] = str(gateway_port(self.manifest))
             env["SHOAL_VERSION"] = "v1"
@@ -259,6 +269,7 @@ class Supervisor:
             self.logs,
             self._registry,
             on_change=self._notify,
+            on_output=self._output,
             bootstrap=self._secrets_for(plan.service)
             if plan.port is None or plan.sidecar is not None
             else None,
@@ -321,6 +332,12 @@ class Supervisor:
 
     def _notify(self) -> None:
         self.changed.set()
+
+    def _output(self, service: str, instance: str, line: str) -> str:
+        """A line an instance wrote: to the telemetry store as a log record; returns it as shown."""
+        if self.telemetry is None:
+            return line
+        return self.telemetry.log(service, instance, "combined", line)
 
     def say(self, text: str) -> None:
         """One line of the supervisor's own log (and the console of `shoal up`)."""
@@ -424,6 +441,11 @@ class Supervisor:
         await asyncio.gather(*(i.stop(force=force) for i in rest))
         if self.issuer is not None:
             await self.issuer.aclose()
+        if self._history_task is not None:
+            self._history_task.cancel()
+            await asyncio.wait({self._history_task}, timeout=5.0)
+        if self.metrics is not None:
+            await self.metrics.aclose()
         if self.telemetry is not None:
             await self.telemetry.aclose()
         if self.discovery is not None:
@@ -435,6 +457,15 @@ class Supervisor:
         self.logs.close()
 
     # -- reporting -----------------------------------------------------------------
+
+    def instance_counts(self) -> dict[str, int]:
+        """Running instances per mesh service."""
+        counts: dict[str, int] = {}
+        for insts in self.instances.values():
+            for inst in insts:
+                if inst.pid:
+                    counts[inst.plan.service] = counts.get(inst.plan.service, 0) + 1
+        return counts
 
     def ps(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []

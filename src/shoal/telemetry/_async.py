@@ -132,6 +132,9 @@ class AsyncTelemetryStore:
             limit=limit,
         )
 
+    async def failures(self, limit: int = 50) -> list[SpanRecord]:
+        return await self._run(self._opened().failures, limit)
+
     async def logs(
         self,
         *,

@@ -20,6 +20,7 @@ __all__ = [
     "check_limit",
     "contains",
     "dumps",
+    "failures_query",
     "labels_json",
     "log_from_row",
     "log_row",
@@ -101,6 +102,17 @@ def traces_query(
         f"ORDER BY {alias}.start_ns DESC, {alias}.trace_id DESC LIMIT ?"
     )
     return sql, [*params, limit]
+
+
+def failures_query(limit: int) -> Query:
+    """Failed spans that say why (``shoal.reason``), newest end first, on the failed-span index."""
+    check_limit(limit)
+    sql = (
+        f"SELECT {SPAN_COLUMNS} FROM spans WHERE status = 'error' "
+        "AND json_extract(attributes, '$.\"shoal.reason\"') IS NOT NULL "
+        "ORDER BY end_ns DESC, rowid DESC LIMIT ?"
+    )
+    return sql, [limit]
 
 
 def logs_query(

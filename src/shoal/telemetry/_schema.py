@@ -6,7 +6,8 @@ arrive. Trace lists then walk a small index in time order and stop at ``limit``
 instead of grouping a million spans on every dashboard refresh.
 
 ``PRAGMA user_version`` carries the schema version: 0 is a new file, a higher
-version than :data:`SCHEMA_VERSION` was written by a newer shoal and is left alone.
+version than :data:`SCHEMA_VERSION` was written by a newer shoal and is left alone,
+a lower one is brought up to date by the steps of :data:`_MIGRATIONS` it lacks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from shoal.exceptions import TelemetryError
 
 __all__ = ["SCHEMA_VERSION", "connect"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """CREATE TABLE spans (
@@ -58,6 +59,12 @@ _SCHEMA = (
     # services seen in spans or logs, so listing them does not scan either
     "CREATE TABLE services (name TEXT PRIMARY KEY) WITHOUT ROWID",
 )
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: failed spans in time order (the dashboard's "recent explained failures")
+    2: ("CREATE INDEX spans_failed_by_end ON spans (end_ns) WHERE status = 'error'",),
+}
+"""What brings a file of version ``n - 1`` to version ``n`` (a new file gets them all)."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -120,10 +127,14 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if _user_version(conn) == 0:  # not created meanwhile by another process
+        current = _user_version(conn)  # re-read: another process may have got here first
+        if current == 0:
             for statement in _SCHEMA:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for step in range(max(current, 1) + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

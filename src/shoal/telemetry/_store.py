@@ -27,6 +27,7 @@ from shoal.telemetry._queries import (
     check_limit,
     contains,
     dumps,
+    failures_query,
     labels_json,
     log_from_row,
     log_row,
@@ -151,6 +152,12 @@ class TelemetryStore:
         with self._translated() as conn:
             rows = conn.execute(*query).fetchall()
         return [summary_from_row(row) for row in rows]
+
+    def failures(self, limit: int = 50) -> list[SpanRecord]:
+        """Failed spans that carry the mesh's explanation (``shoal.reason``), newest first."""
+        with self._translated() as conn:
+            rows = conn.execute(*failures_query(limit)).fetchall()
+        return [span_from_row(row) for row in rows]
 
     def logs(
         self,
