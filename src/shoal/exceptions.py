@@ -11,6 +11,8 @@ errors) are translated at the edge with ``raise ... from exc``.
     ├── IdentityError           the certificate authority or an identity cannot be used
     │   └── SvidRejectedError   a presented certificate chain is not a valid SVID (``reason``)
     ├── TelemetryError          the telemetry store under DIR/.shoal/ cannot be used
+    ├── StateError              a state store cannot be used, or a key or value is invalid
+    │   └── ConcurrencyError    a write's ETag is stale: the key changed or is gone (``key``)
     ├── ServeError              an instance cannot be served
     │   ├── AppImportError      MODULE:APP does not name an importable ASGI app
     │   └── PortInUseError      the port to listen on is taken
@@ -49,6 +51,7 @@ __all__ = [
     "BreakerOpenError",
     "BudgetExhaustedError",
     "CallTimeoutError",
+    "ConcurrencyError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
     "IdentityError",
@@ -60,6 +63,7 @@ __all__ = [
     "RegistryError",
     "ServeError",
     "ShoalError",
+    "StateError",
     "SvidRejectedError",
     "TelemetryError",
     "TransportError",
@@ -134,6 +138,19 @@ class SvidRejectedError(IdentityError):
 
 class TelemetryError(ShoalError):
     """The telemetry store (traces, logs, metrics) cannot be opened, read or written."""
+
+
+class StateError(ShoalError):
+    """A state store cannot be opened or reached, or a key or value cannot be stored."""
+
+
+class ConcurrencyError(StateError):
+    """A write carried an ETag that is no longer current: the key was changed or deleted
+    since it was read. ``key`` names it; read it again and retry."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ServeError(ShoalError):

@@ -1,0 +1,44 @@
+"""State: each service's own key-value store, with ETags, TTLs and transactions.
+
+    store = await shoal.state.open_sqlite(app_dir, "orders")
+    etag = await store.set("order:1", {"status": "new"})
+    item = await store.get_item("order:1")
+    await store.set("order:1", {"status": "paid"}, etag=item.etag)  # ConcurrencyError if stale
+    async with store.transaction() as tx:
+        tx.set("order:2", {"status": "new"})
+        tx.delete("cart:7")
+
+Backends: SQLite (one WAL file per service under ``DIR/.shoal/state/``), PostgreSQL
+(asyncpg; one table per app, rows keyed by service) and Redis (keys under
+``shoal:<app>:<service>:``). All pass the same contract suite.
+"""
+
+from __future__ import annotations
+
+from shoal.exceptions import ConcurrencyError as ConcurrencyError
+from shoal.exceptions import StateError as StateError
+from shoal.state._api import Item as Item
+from shoal.state._api import StateStore as StateStore
+from shoal.state._api import Transaction as Transaction
+from shoal.state._backend import OutboxRecord as OutboxRecord
+from shoal.state._backend import StateBackend as StateBackend
+from shoal.state._backend import Write as Write
+from shoal.state._codec import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from shoal.state._postgres import open_postgres as open_postgres
+from shoal.state._redis import open_redis as open_redis
+from shoal.state._sqlite import open_sqlite as open_sqlite
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "ConcurrencyError",
+    "Item",
+    "OutboxRecord",
+    "StateBackend",
+    "StateError",
+    "StateStore",
+    "Transaction",
+    "Write",
+    "open_postgres",
+    "open_redis",
+    "open_sqlite",
+]
