@@ -9,10 +9,7 @@ restarted instance's counters started again from zero.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 import secrets
 import time
 from typing import Any
@@ -22,10 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from shoal.backbone._connection import Backbone
 from shoal.mesh._metrics import REGISTRY
+from shoal.runtime._periodic import Periodic
 
 __all__ = ["MetricsShipper", "metrics_subject", "snapshot"]
-
-log = logging.getLogger("shoal.telemetry")
 
 
 def metrics_subject(app: str) -> str:
@@ -74,33 +70,19 @@ class MetricsShipper:
         self._subject = metrics_subject(app)
         self._service = service
         self._instance = instance
-        self._interval = interval
         self._registry = registry
         self._boot = secrets.token_hex(8)
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("shoal-metrics-shipper", interval, self.push)
+        self._final = False
         self.pushed = 0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="shoal-metrics-shipper")
+        self._periodic.start()
 
     async def aclose(self) -> None:
         """Stop, after a last snapshot (so the final requests are counted)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=2.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.push(), 1.0)
-            await asyncio.wait_for(self._backbone.nc.flush(), 1.0)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.push()
-            except Exception as exc:  # telemetry must never take the instance down
-                log.debug("metrics shipping failed: %r", exc)
+        self._final = True
+        await self._periodic.stop()
 
     async def push(self) -> None:
         if not self._backbone.connected:
@@ -109,6 +91,8 @@ class MetricsShipper:
         payload = json.dumps(body, separators=(",", ":")).encode()
         try:
             await self._backbone.nc.publish(self._subject, payload)
+            if self._final:  # the process is about to close NATS: see it sent
+                await self._backbone.nc.flush(timeout=1)
         except (nats.errors.Error, OSError):
             return
         self.pushed += 1

@@ -23,7 +23,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any, cast
@@ -41,6 +40,7 @@ from shoal.backbone._connection import Backbone
 from shoal.exceptions import ServeError
 from shoal.mesh import _spans as spans
 from shoal.mesh._spans import SpanData
+from shoal.runtime._periodic import Periodic
 
 __all__ = [
     "SAMPLE_ENV",
@@ -55,7 +55,6 @@ __all__ = [
     "tracing_resource",
 ]
 
-log = logging.getLogger("shoal.telemetry")
 
 SAMPLE_ENV = "SHOAL_TRACE_SAMPLE"
 _KINDS = {
@@ -157,10 +156,9 @@ class OtlpRelay:
     ) -> None:
         self._exporter = exporter
         self._resource = resource
-        self._interval = interval
         self._max_batch = max_batch
         self._queue: collections.deque[SpanData] = collections.deque(maxlen=max_queue)
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("shoal-otlp-relay", interval, self.flush, last_flush=2.0)
         self.exported = 0
         self.dropped = 0
 
@@ -170,26 +168,12 @@ class OtlpRelay:
         self._queue.append(data)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="shoal-otlp-relay")
+        self._periodic.start()
 
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=2.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), 2.0)
+        await self._periodic.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.to_thread(self._exporter.shutdown), 2.0)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.flush()
-            except Exception as exc:  # telemetry must never take the instance down
-                log.debug("OTLP export failed: %r", exc)
 
     async def flush(self) -> None:
         """Export what is queued, in batches, on a worker thread (the exporter blocks)."""
@@ -231,12 +215,11 @@ class SpanShipper(SpanProcessor):
         self._subject = span_subject(app)
         self._service = service
         self._instance = instance
-        self._interval = interval
         self._max_batch = max_batch
         self._queue: collections.deque[ReadableSpan | SpanData] = collections.deque(
             maxlen=max_queue
         )
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("shoal-span-shipper", interval, self.flush)
         self.otlp = otlp
         self.shipped = 0
         self.dropped = 0
@@ -268,28 +251,14 @@ class SpanShipper(SpanProcessor):
     # -- shipping --------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="shoal-span-shipper")
+        self._periodic.start()
         if self.otlp is not None:
             self.otlp.start()
 
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=2.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), 1.0)
+        await self._periodic.stop()
         if self.otlp is not None:
             await self.otlp.aclose()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.flush()
-            except Exception as exc:  # telemetry must never take the instance down
-                log.debug("span shipping failed: %r", exc)
 
     def _json(self, span: ReadableSpan | SpanData) -> dict[str, Any]:
         if type(span) is SpanData:
