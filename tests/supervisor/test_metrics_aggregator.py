@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from shoal.mesh._metrics import BUCKETS
+from shoal.mesh._metrics import BUCKETS, CLIENT_LABELS, SERVER_LABELS
 from shoal.runtime._metrics_ship import snapshot
 from shoal.supervisor._golden import golden
 from shoal.supervisor._metrics import MetricsAggregator, quantile
@@ -36,28 +36,14 @@ class Instance:
         self.server = Histogram(
             "http_server_request_duration_seconds",
             "served",
-            [
-                "shoal_service",
-                "http_route",
-                "http_request_method",
-                "http_response_status_code",
-                "shoal_caller",
-                "shoal_reason",
-            ],
+            SERVER_LABELS,
             buckets=BUCKETS,
             registry=self.registry,
         )
         self.client = Histogram(
             "http_client_request_duration_seconds",
             "called",
-            [
-                "shoal_caller",
-                "shoal_service",
-                "http_request_method",
-                "http_response_status_code",
-                "error_type",
-                "shoal_reason",
-            ],
+            CLIENT_LABELS,
             buckets=BUCKETS,
             registry=self.registry,
         )

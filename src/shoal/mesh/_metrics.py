@@ -35,7 +35,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 __all__ = [
     "BUCKETS",
+    "CLIENT_LABELS",
     "REGISTRY",
+    "SERVER_LABELS",
     "ClientTimer",
     "ServerTimer",
     "count_ejection",
@@ -66,17 +68,27 @@ BUCKETS = (
 """Latency bucket bounds in seconds: OpenTelemetry's HTTP advice, plus sub-5 ms buckets
 for calls on one host."""
 
+SERVER_LABELS = (
+    "shoal_service",
+    "http_route",
+    "http_request_method",
+    "http_response_status_code",
+    "shoal_caller",
+    "shoal_reason",
+)
+CLIENT_LABELS = (
+    "shoal_caller",
+    "shoal_service",
+    "http_request_method",
+    "http_response_status_code",
+    "error_type",
+    "shoal_reason",
+)
+
 _SERVER = Histogram(
     "http_server_request_duration_seconds",
     "Duration of HTTP requests served, through the mesh's inbound guard.",
-    [
-        "shoal_service",
-        "http_route",
-        "http_request_method",
-        "http_response_status_code",
-        "shoal_caller",
-        "shoal_reason",
-    ],
+    SERVER_LABELS,
     buckets=BUCKETS,
     registry=REGISTRY,
 )
@@ -89,14 +101,7 @@ _ACTIVE = Gauge(
 _CLIENT = Histogram(
     "http_client_request_duration_seconds",
     "Duration of mesh calls made, retries included, one per call.",
-    [
-        "shoal_caller",
-        "shoal_service",
-        "http_request_method",
-        "http_response_status_code",
-        "error_type",
-        "shoal_reason",
-    ],
+    CLIENT_LABELS,
     buckets=BUCKETS,
     registry=REGISTRY,
 )
@@ -129,6 +134,7 @@ _MIRRORED = Counter(
 # every value each time; a dict lookup per request is cheaper.
 _server_children: dict[tuple[str, ...], Any] = {}
 _client_children: dict[tuple[str, ...], Any] = {}
+_active_children: dict[tuple[str, ...], Any] = {}
 
 
 def _child(metric: Any, cache: dict[tuple[str, ...], Any], values: tuple[str, ...]) -> Any:
@@ -145,7 +151,7 @@ class ServerTimer:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self._active = _ACTIVE.labels(service)
+        self._active = _child(_ACTIVE, _active_children, (service,))
         self._active.inc()
         self._started = time.perf_counter()
 

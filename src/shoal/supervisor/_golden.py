@@ -25,7 +25,7 @@ from shoal.supervisor._metrics import (
     quantile,
 )
 
-__all__ = ["golden", "ServiceStat"]
+__all__ = ["golden"]
 
 
 @dataclass
@@ -68,9 +68,6 @@ class _Tally:
             "p99_ms": ms(0.99),
             "errors": {k: round(v) for k, v in sorted(self.errors.items())},
         }
-
-
-ServiceStat = dict[str, Any]
 
 
 def _group(
