@@ -13,6 +13,7 @@ def test_top_level_exports_are_pinned() -> None:
         "BreakerOpenError",
         "BudgetExhaustedError",
         "CallTimeoutError",
+        "ConcurrencyError",
         "DeadlineExceededError",
         "EndpointsUnreachableError",
         "Manifest",
@@ -23,12 +24,14 @@ def test_top_level_exports_are_pinned() -> None:
         "RegistryError",
         "ServeError",
         "ShoalError",
+        "StateError",
         "TransportError",
         "UpstreamError",
         "__version__",
         "client",
         "deadline",
         "load_manifest",
+        "state",
     ]
     for name in shoal.__all__:
         assert hasattr(shoal, name), name
