@@ -1,0 +1,57 @@
+"""Under ``shoal serve``: resume the unfinished runs of every registered saga once the
+app has started, then sweep again every lease for runs a stopped instance left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from shoal.saga._registry import registered
+
+if TYPE_CHECKING:
+    from shoal.saga._saga import Saga
+
+__all__ = ["SagaResumer"]
+
+log = logging.getLogger("shoal.saga")
+
+DEFAULT_INTERVAL = 15.0
+
+
+class SagaResumer:
+    """The background task that resumes sagas in one instance; does nothing (and opens
+    no state store) while no saga is registered."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="shoal-saga-resume")
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            sagas = registered()
+            await asyncio.gather(*(self._resume(s) for s in sagas))
+            await asyncio.sleep(min((s.lease for s in sagas), default=DEFAULT_INTERVAL))
+
+    @staticmethod
+    async def _resume(saga: Saga) -> None:
+        try:
+            outcomes = await saga.resume()
+        except Exception:
+            log.exception(
+                "saga %s: resuming its unfinished runs failed; trying again later", saga.name
+            )
+            return
+        for outcome in outcomes:
+            log.info("saga %s %s resumed and %s", saga.name, outcome.id, outcome.status)
