@@ -13,6 +13,7 @@ def test_top_level_exports_are_pinned() -> None:
         "BreakerOpenError",
         "BudgetExhaustedError",
         "CallTimeoutError",
+        "ConcurrencyError",
         "DeadlineExceededError",
         "EndpointsUnreachableError",
         "Manifest",
@@ -27,6 +28,7 @@ def test_top_level_exports_are_pinned() -> None:
         "SagaOutcome",
         "ServeError",
         "ShoalError",
+        "StateError",
         "Step",
         "TransportError",
         "UpstreamError",
@@ -34,6 +36,7 @@ def test_top_level_exports_are_pinned() -> None:
         "client",
         "deadline",
         "load_manifest",
+        "state",
     ]
     for name in shoal.__all__:
         assert hasattr(shoal, name), name

@@ -11,6 +11,7 @@ from shoal.exceptions import BackboneError as BackboneError
 from shoal.exceptions import BreakerOpenError as BreakerOpenError
 from shoal.exceptions import BudgetExhaustedError as BudgetExhaustedError
 from shoal.exceptions import CallTimeoutError as CallTimeoutError
+from shoal.exceptions import ConcurrencyError as ConcurrencyError
 from shoal.exceptions import DeadlineExceededError as DeadlineExceededError
 from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
 from shoal.exceptions import ManifestError as ManifestError
@@ -21,6 +22,7 @@ from shoal.exceptions import RegistryError as RegistryError
 from shoal.exceptions import SagaError as SagaError
 from shoal.exceptions import ServeError as ServeError
 from shoal.exceptions import ShoalError as ShoalError
+from shoal.exceptions import StateError as StateError
 from shoal.exceptions import TransportError as TransportError
 from shoal.exceptions import UpstreamError as UpstreamError
 from shoal.manifest import Manifest as Manifest
@@ -31,6 +33,9 @@ from shoal.saga import Saga as Saga
 from shoal.saga import SagaContext as SagaContext
 from shoal.saga import SagaOutcome as SagaOutcome
 from shoal.saga import Step as Step
+from shoal.state._current import (
+    state as state,  # shoal.state() (the subpackage: from shoal.state import ...)
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -40,6 +45,7 @@ __all__ = [
     "BreakerOpenError",
     "BudgetExhaustedError",
     "CallTimeoutError",
+    "ConcurrencyError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
     "Manifest",
@@ -54,6 +60,7 @@ __all__ = [
     "SagaOutcome",
     "ServeError",
     "ShoalError",
+    "StateError",
     "Step",
     "TransportError",
     "UpstreamError",
@@ -61,4 +68,5 @@ __all__ = [
     "client",
     "deadline",
     "load_manifest",
+    "state",
 ]
