@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from shoal.saga._registry import registered
+from shoal.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from shoal.saga._saga import Saga
@@ -30,6 +31,26 @@ class SagaResumer:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="shoal-saga-resume")
+
+    def around(self, app: ASGIApp) -> ASGIApp:
+        """``app``, whose lifespan shutdown first stops resuming: a resumed step must be
+        cancelled (its run then resumes elsewhere), not fail on the app's closed clients
+        and be compensated."""
+
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "lifespan":
+                await app(scope, receive, send)
+                return
+
+            async def on_receive() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.shutdown":
+                    await self.aclose()
+                return message
+
+            await app(scope, on_receive, send)
+
+        return wrapped
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
