@@ -235,7 +235,7 @@ async def test_two_instances_starting_the_same_id_at_once_run_it_once(
     store: StateStore,
 ) -> None:
     shop, time = Shop(), FakeTime()
-    slow = StateStore(SlowReads(store.backend))  # type: ignore[arg-type]
+    slow = StateStore(SlowReads(store.backend))
     a = saga(slow, time, shop.steps(), owner="a")
     b = saga(slow, time, shop.steps(), owner="b")
     outcomes = await asyncio.gather(*(s.run(f"ord-{n}") for n in range(3) for s in (a, b)))
