@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import shoal
+from shoal.mesh._deadline import current_deadline
 from shoal.saga import SagaContext, SagaError, Step, registered
 from shoal.saga._registry import unregister
 from shoal.state import StateBackend, StateStore, open_sqlite
@@ -391,3 +392,23 @@ async def test_ids_are_checked(store: StateStore) -> None:
     for bad in ("", "x" * 201, "a\nb", 7):
         with pytest.raises(SagaError, match="is not valid"):
             await orders.run(bad)  # type: ignore[arg-type]
+
+
+async def test_undoing_is_not_bound_by_the_callers_deadline(store: StateStore) -> None:
+    seen: dict[str, float | None] = {}
+
+    async def act(ctx: SagaContext) -> None:
+        seen[ctx.step] = current_deadline()
+        if ctx.step == "b":
+            raise RuntimeError("no")
+
+    async def undo(ctx: SagaContext) -> None:
+        seen[f"undo:{ctx.step}"] = current_deadline()
+
+    orders = saga(store, FakeTime(), [Step("a", act, compensate=undo), Step("b", act)])
+    with shoal.deadline(5):
+        outcome = await orders.run("ord-13")
+    assert outcome.status == "compensated"
+    assert seen["a"] is not None
+    assert seen["b"] is not None
+    assert seen["undo:a"] is None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal.exceptions import ConcurrencyError, StateError
+from shoal.mesh._deadline import set_deadline
 from shoal.saga._model import SagaContext, SagaRecord, Step, StepFailure, failure, jsonable
 from shoal.state import StateStore
 
@@ -148,7 +149,7 @@ class Driver:
             record.saga, record.id, step.name, record.input, dict(record.results), record.error
         )
         try:
-            await self._guarded(lambda: compensate(context))
+            await self._guarded(lambda: compensate(context), undo=True)
         except LostLease:
             raise
         except Exception as exc:
@@ -177,16 +178,20 @@ class Driver:
                 delay,
                 record.compensation_error,
             )
-            await self._guarded(lambda: self._plan.sleep(delay))
+            await self._guarded(lambda: self._plan.sleep(delay), undo=True)
             return
         record.undone.append(step.name)
         await self._write()
 
-    async def _guarded(self, work: Callable[[], Awaitable[Any]]) -> Any:
+    async def _guarded(self, work: Callable[[], Awaitable[Any]], *, undo: bool = False) -> Any:
         """Await ``work()`` while renewing the lease; if the lease is lost meanwhile, the
-        work is cancelled and LostLease raised."""
+        work is cancelled and LostLease raised. Undoing is not bound by the deadline of
+        the request that started the run: it must not be cut short because the caller
+        stopped waiting."""
 
         async def call() -> Any:
+            if undo:
+                set_deadline(None)  # in this task's own copy of the context
             return await work()
 
         task = asyncio.ensure_future(call())  # copies the context: the trace goes along
