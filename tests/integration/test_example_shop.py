@@ -51,9 +51,7 @@ async def shop(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[httpx
             assert spec.asgi is not None
             for i in range(spec.replicas):
                 log = tmp_path / f"{name}-{i}.log"
-                procs.append(
-                    start(spec.asgi, name, f"{name}-{i}", nats_server.url, log, app_dir)
-                )
+                procs.append(start(spec.asgi, name, f"{name}-{i}", nats_server.url, log, app_dir))
         gateway = start(
             "shoal.gateway:app", "gateway", "gateway-0", nats_server.url, tmp_path / "g", app_dir
         )

@@ -68,11 +68,8 @@ class SagaResumer:
     @staticmethod
     async def _resume(saga: Saga) -> None:
         try:
-            outcomes = await saga.resume()
+            await saga.resume()  # the driver logs how each resumed run ends
         except Exception:
             log.exception(
                 "saga %s: resuming its unfinished runs failed; trying again later", saga.name
             )
-            return
-        for outcome in outcomes:
-            log.info("saga %s %s resumed and %s", saga.name, outcome.id, outcome.status)
