@@ -49,6 +49,7 @@ class Shop:
         self.undo_failures: dict[str, int] = {}  # step -> how many more undo calls fail
         self.gates: dict[str, asyncio.Event] = {}  # step -> its next call waits for this
         self.arrived: dict[str, asyncio.Event] = {}  # step -> set when that call waits
+        self.cancelled: list[str] = []  # the calls cancelled while they waited
 
     def hold(self, step: str) -> tuple[asyncio.Event, asyncio.Event]:
         """Make the next call of ``step`` (``undo:x`` for a compensation) wait for the
@@ -60,7 +61,11 @@ class Shop:
         gate = self.gates.pop(step, None)
         if gate is not None:
             self.arrived[step].set()
-            await gate.wait()
+            try:
+                await gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(step)
+                raise
 
     def step(self, name: str, *, undo: bool = True) -> Step:
         async def action(ctx: SagaContext) -> Any:
@@ -337,15 +342,15 @@ async def test_a_step_that_never_finishes_is_given_up_after_its_attempts(
 
 
 async def test_the_lease_is_renewed_while_a_long_step_runs(tmp_path: Path) -> None:
-    """Real time: a 0.3 s lease, a step of 1 s; another instance never gets in."""
+    """Real time: a 1 s lease, a step of 2.5 s; another instance never gets in."""
     async with await open_sqlite(tmp_path, "orders") as store:
         shop = Shop()
-        a = shoal.Saga(NAME, shop.steps(), store=store, lease=0.3, owner="a")
-        b = shoal.Saga(NAME, shop.steps(), store=store, lease=0.3, owner="b")
+        a = shoal.Saga(NAME, shop.steps(), store=store, lease=1.0, owner="a")
+        b = shoal.Saga(NAME, shop.steps(), store=store, lease=1.0, owner="b")
         gate, _ = shop.hold("charge")
         running = asyncio.create_task(a.run("ord-12"))
         for _ in range(10):
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
             assert await b.resume() == []
         gate.set()
         assert (await running).completed
@@ -412,3 +417,31 @@ async def test_undoing_is_not_bound_by_the_callers_deadline(store: StateStore) -
     assert seen["a"] is not None
     assert seen["b"] is not None
     assert seen["undo:a"] is None
+
+
+async def test_losing_the_lease_mid_step_cancels_the_step_and_reports_the_new_owners_outcome(
+    tmp_path: Path,
+) -> None:
+    """Real time: a 0.3 s lease renewed every 0.1 s; the record is taken from under it."""
+    async with await open_sqlite(tmp_path, "orders") as store:
+        shop = Shop()
+        a = shoal.Saga(NAME, shop.steps(), store=store, lease=0.3, owner="a")
+        _, arrived = shop.hold("charge")
+        running = asyncio.create_task(a.run("ord-14"))
+        await arrived.wait()
+        key = f"_shoal/saga/{NAME}/ord-14"
+        taken = await store.get(key) | {"owner": "b", "lease_until": 4_000_000_000.0}
+        await store.set(key, taken)  # another instance took it over
+        for _ in range(100):  # a's next renewal finds out and cancels its step
+            if shop.cancelled:
+                break
+            await asyncio.sleep(0.05)
+        assert shop.cancelled == ["charge"]
+        assert not running.done()  # a now waits for b's outcome
+        finished = taken | {"status": "completed", "owner": None, "lease_until": 0.0}
+        finished["results"] = {"reserve": 1, "charge": 2, "confirm": 3}
+        finished["done"] = 3
+        await store.set(key, finished)
+        outcome = await asyncio.wait_for(running, 5)
+        assert outcome.results == {"reserve": 1, "charge": 2, "confirm": 3}
+        assert shop.calls == ["reserve", "charge"]  # a never went on to confirm

@@ -74,7 +74,9 @@ class Step:
 
     Both may run more than once for the same saga run (a crash after the work but
     before its progress is stored repeats it): make them idempotent, keyed by
-    ``ctx.idempotency_key``.
+    ``ctx.idempotency_key``. An action that raises (or returns something that is not
+    JSON data) fails the step: its own compensation is not run, so an action that
+    may have done part of its work must undo that part before raising.
     """
 
     name: str

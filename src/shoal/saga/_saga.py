@@ -31,6 +31,7 @@ from shoal.saga._model import (
 )
 from shoal.saga._registry import register
 from shoal.state import StateStore
+from shoal.state._current import state as service_state
 
 __all__ = ["Saga"]
 
@@ -127,9 +128,7 @@ class Saga:
     def store(self) -> StateStore:
         """Where this saga keeps its runs (``shoal.state()`` unless one was given)."""
         if self._store is None:
-            import shoal
-
-            self._store = shoal.state()
+            self._store = service_state()
         return self._store
 
     async def run(self, saga_id: str, data: Any = None) -> SagaOutcome:
@@ -139,7 +138,8 @@ class Saga:
         with the error that caused it. A second run of the same id returns the stored
         outcome (waiting for the first if another instance is still on it). Raises
         SagaError if the run could not be compensated (``exc.outcome`` says how), or if
-        ``saga_id`` was already run with different data.
+        ``saga_id`` was already run with different data; StateError if the store cannot
+        be reached (the run stays stored, and is resumed once the lease runs out).
         """
         check_id(self.name, saga_id)
         data = jsonable(data, f"the input of saga {self.name!r} {saga_id!r}")
