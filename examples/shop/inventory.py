@@ -55,7 +55,9 @@ class Reservation(BaseModel):
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     async def stock_the_shelves(tx: Transaction) -> None:
-        if await tx.get("stock") is None:  # the first start of the app: fill them once
+        # The first start of the app fills them. Replicas starting together may each
+        # write these same numbers; none takes orders before its own startup is done.
+        if await tx.get("stock") is None:
             tx.set("stock", INITIAL_STOCK)
 
     await _atomically(stock_the_shelves)

@@ -43,7 +43,7 @@ RESUME_CONCURRENCY = 16
 OWNER = f"{os.environ.get('SHOAL_INSTANCE') or socket.gethostname()}/{os.getpid()}/" + (
     secrets.token_hex(4)
 )
-"""This process, as a lease owner: unique per process, readable in a saga's record."""
+"""This process, as a lease owner in a saga's record: ``instance/pid/random``."""
 
 
 class Saga:
@@ -187,6 +187,8 @@ class Saga:
         ids = [key[len(prefix) :] for key, _ in await store.list(prefix, limit=1000)]
         done = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
         errors = [d for d in done if isinstance(d, BaseException)]
+        for error in errors[1:]:
+            log.warning("saga %s: a run could not be resumed: %s", self.name, error)
         if errors:
             raise errors[0]
         return [d for d in done if isinstance(d, SagaOutcome)]
