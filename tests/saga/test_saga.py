@@ -4,19 +4,31 @@ order, reverse compensation, the retry bound, leases and takeover, idempotent ru
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 import shoal
 from shoal.mesh._deadline import current_deadline
 from shoal.saga import SagaContext, SagaError, Step, registered
 from shoal.saga._registry import unregister
-from shoal.state import StateBackend, StateStore, open_sqlite
+from shoal.state import (
+    StateBackend,
+    StateError,
+    StateStore,
+    open_postgres,
+    open_redis,
+    open_sqlite,
+)
 
 NAME = "test-order"
+POSTGRES = os.environ.get("SHOAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("SHOAL_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 class FakeTime:
@@ -90,10 +102,35 @@ class Shop:
         return [self.step("reserve"), self.step("charge"), self.step("confirm", undo=False)]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    async with await open_sqlite(tmp_path, "orders") as opened:
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    """The service's store on each backend (the machine's local PostgreSQL and Redis:
+    absent, a failure under CI and a skip elsewhere), in an app of its own."""
+    app = f"t{uuid.uuid4().hex[:12]}"
+    try:
+        if request.param == "postgres":
+            opened = await open_postgres(POSTGRES, app, "orders", max_connections=4)
+        elif request.param == "redis":
+            opened = await open_redis(REDIS, app, "orders")
+        else:
+            opened = await open_sqlite(tmp_path, "orders")
+    except StateError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{request.param} is needed under CI: {exc}")
+        pytest.skip(f"{request.param} is not available: {exc}")
+    try:
         yield opened
+    finally:
+        if request.param == "redis":  # drop what the test wrote
+            for key, _ in await opened.list("", limit=10_000):
+                await opened.delete(key)
+        await opened.aclose()
+        if request.param == "postgres":
+            conn = await asyncpg.connect(POSTGRES, timeout=3)
+            try:
+                await conn.execute(f'DROP TABLE shoal_state."{app}", shoal_outbox."{app}"')
+            finally:
+                await conn.close()
 
 
 @pytest.fixture(autouse=True)
