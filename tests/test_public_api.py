@@ -15,11 +15,14 @@ def test_top_level_exports_are_pinned() -> None:
         "CallTimeoutError",
         "DeadlineExceededError",
         "EndpointsUnreachableError",
+        "Event",
+        "EventsError",
         "Manifest",
         "ManifestError",
         "NoEndpointsError",
         "OverloadedError",
         "PortInUseError",
+        "PublishError",
         "RegistryError",
         "ServeError",
         "ShoalError",
@@ -29,6 +32,8 @@ def test_top_level_exports_are_pinned() -> None:
         "client",
         "deadline",
         "load_manifest",
+        "publish",
+        "subscribe",
     ]
     for name in shoal.__all__:
         assert hasattr(shoal, name), name

@@ -13,15 +13,20 @@ from shoal.exceptions import BudgetExhaustedError as BudgetExhaustedError
 from shoal.exceptions import CallTimeoutError as CallTimeoutError
 from shoal.exceptions import DeadlineExceededError as DeadlineExceededError
 from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
+from shoal.exceptions import EventsError as EventsError
 from shoal.exceptions import ManifestError as ManifestError
 from shoal.exceptions import NoEndpointsError as NoEndpointsError
 from shoal.exceptions import OverloadedError as OverloadedError
 from shoal.exceptions import PortInUseError as PortInUseError
+from shoal.exceptions import PublishError as PublishError
 from shoal.exceptions import RegistryError as RegistryError
 from shoal.exceptions import ServeError as ServeError
 from shoal.exceptions import ShoalError as ShoalError
 from shoal.exceptions import TransportError as TransportError
 from shoal.exceptions import UpstreamError as UpstreamError
+from shoal.events import Event as Event
+from shoal.events import publish as publish
+from shoal.events import subscribe as subscribe
 from shoal.manifest import Manifest as Manifest
 from shoal.manifest import load_manifest as load_manifest
 from shoal.mesh import client as client
@@ -37,11 +42,14 @@ __all__ = [
     "CallTimeoutError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
+    "Event",
+    "EventsError",
     "Manifest",
     "ManifestError",
     "NoEndpointsError",
     "OverloadedError",
     "PortInUseError",
+    "PublishError",
     "RegistryError",
     "ServeError",
     "ShoalError",
@@ -51,4 +59,6 @@ __all__ = [
     "client",
     "deadline",
     "load_manifest",
+    "publish",
+    "subscribe",
 ]
