@@ -6,6 +6,9 @@ The names a service author imports. Everything else lives in subpackages
 
 from __future__ import annotations
 
+from shoal.events import Event as Event
+from shoal.events import publish as publish
+from shoal.events import subscribe as subscribe
 from shoal.exceptions import AppImportError as AppImportError
 from shoal.exceptions import BackboneError as BackboneError
 from shoal.exceptions import BreakerOpenError as BreakerOpenError
@@ -24,9 +27,6 @@ from shoal.exceptions import ServeError as ServeError
 from shoal.exceptions import ShoalError as ShoalError
 from shoal.exceptions import TransportError as TransportError
 from shoal.exceptions import UpstreamError as UpstreamError
-from shoal.events import Event as Event
-from shoal.events import publish as publish
-from shoal.events import subscribe as subscribe
 from shoal.manifest import Manifest as Manifest
 from shoal.manifest import load_manifest as load_manifest
 from shoal.mesh import client as client

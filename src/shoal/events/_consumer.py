@@ -43,6 +43,7 @@ from shoal.events._names import (
     dlq_stream,
     dlq_subject,
     events_stream,
+    replay_subject,
     seen_key,
     subscriber_filter,
     topic_of_subject,
@@ -119,7 +120,10 @@ class EventConsumer:
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=self.sub.ack_wait,
             max_deliver=-1,  # shoal counts: the dead letter is stored before the term
-            filter_subject=subscriber_filter(self.app, self.sub.topic),
+            filter_subjects=[
+                subscriber_filter(self.app, self.sub.topic),
+                replay_subject(self.app, self.service, self.sub.topic),
+            ],
             max_ack_pending=max(MAX_ACK_PENDING, self.sub.concurrency * 4),
             description=f"shoal: {self.service} handles {self.sub.topic} ({self.sub.name})",
         )

@@ -7,7 +7,9 @@ Pure functions, no I/O. A topic is dot-separated tokens of ``[A-Za-z0-9_-]``
   permissions let a service's user publish only under its own name, so the
   subject proves the event's ``ce-source``.
 * ``shoal.<app>.dlq.<subscriber>.<topic>``: a dead letter of one subscriber.
-* streams ``shoal-events-<app>`` and ``shoal-dlq-<app>``.
+* ``shoal.<app>.replay.<subscriber>.<topic>``: a dead letter sent back to its
+  subscriber alone (``shoal events replay``; only the admin user may publish it).
+* streams ``shoal-events-<app>`` (events and replays) and ``shoal-dlq-<app>``.
 * one durable consumer per (subscribing service, topic), named by
   :func:`consumer_name`, an injective mapping onto NATS-legal names.
 """
@@ -30,6 +32,8 @@ __all__ = [
     "event_subject",
     "events_stream",
     "events_subjects",
+    "replay_subject",
+    "replay_subjects",
     "seen_key",
     "subscriber_filter",
     "topic_of_subject",
@@ -67,6 +71,14 @@ def events_subjects(app: str) -> str:
     return f"shoal.{app}.events.>"
 
 
+def replay_subjects(app: str) -> str:
+    return f"shoal.{app}.replay.>"
+
+
+def replay_subject(app: str, subscriber: str, topic: str) -> str:
+    return f"shoal.{app}.replay.{subscriber}.{topic}"
+
+
 def dlq_subjects(app: str) -> str:
     return f"shoal.{app}.dlq.>"
 
@@ -85,7 +97,7 @@ def dlq_subject(app: str, subscriber: str, topic: str) -> str:
 
 
 def topic_of_subject(subject: str) -> tuple[str, str]:
-    """(service, topic) of an event or dead-letter subject."""
+    """(service, topic) of an event, replay or dead-letter subject."""
     parts = subject.split(".", 4)
     if len(parts) != 5 or parts[0] != "shoal":
         raise EventsError(f"{subject!r} is not a shoal event subject")

@@ -13,29 +13,38 @@ import nats.js.errors
 from nats.js import api
 
 from shoal.backbone._connection import Backbone
-from shoal.events._names import dlq_stream, dlq_subjects, events_stream, events_subjects
+from shoal.events._names import (
+    dlq_stream,
+    dlq_subjects,
+    events_stream,
+    events_subjects,
+    replay_subjects,
+)
 from shoal.exceptions import EventsError
 
 __all__ = ["DUPLICATE_WINDOW", "ensure_streams", "stream_configs"]
 
 DUPLICATE_WINDOW = 120.0
 """Seconds within which JetStream drops a message whose id it has stored already."""
+EVENTS_MAX_AGE = 7 * 86_400.0
+"""Seconds an event stays in the stream: a subscriber down for less misses nothing."""
 
 
 def stream_configs(app: str) -> list[api.StreamConfig]:
     return [
         api.StreamConfig(
             name=name,
-            subjects=[subjects],
+            subjects=subjects,
             storage=api.StorageType.FILE,
             num_replicas=1,
             duplicate_window=DUPLICATE_WINDOW,
             retention=api.RetentionPolicy.LIMITS,
             discard=api.DiscardPolicy.OLD,
+            max_age=max_age,
         )
-        for name, subjects in (
-            (events_stream(app), events_subjects(app)),
-            (dlq_stream(app), dlq_subjects(app)),
+        for name, subjects, max_age in (
+            (events_stream(app), [events_subjects(app), replay_subjects(app)], EVENTS_MAX_AGE),
+            (dlq_stream(app), [dlq_subjects(app)], None),
         )
     ]
 
@@ -55,6 +64,7 @@ async def ensure_streams(backbone: Backbone, app: str, *, update: bool = True) -
             if update and (
                 current.subjects != config.subjects
                 or current.duplicate_window != config.duplicate_window
+                or (current.max_age or None) != (config.max_age or None)
             ):
                 await backbone.js.update_stream(config)
         except (TimeoutError, nats.errors.Error) as exc:
