@@ -13,6 +13,7 @@ def test_top_level_exports_are_pinned() -> None:
         "BreakerOpenError",
         "BudgetExhaustedError",
         "CallTimeoutError",
+        "ConcurrencyError",
         "DeadlineExceededError",
         "EndpointsUnreachableError",
         "Event",
@@ -26,6 +27,7 @@ def test_top_level_exports_are_pinned() -> None:
         "RegistryError",
         "ServeError",
         "ShoalError",
+        "StateError",
         "TransportError",
         "UpstreamError",
         "__version__",
@@ -33,6 +35,7 @@ def test_top_level_exports_are_pinned() -> None:
         "deadline",
         "load_manifest",
         "publish",
+        "state",
         "subscribe",
     ]
     for name in shoal.__all__:

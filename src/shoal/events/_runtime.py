@@ -16,15 +16,22 @@ from shoal.events._publisher import Publisher
 from shoal.events._subscribe import subscriptions
 from shoal.events._subscriber import Subscriber
 from shoal.runtime._context import set_current_publisher
+from shoal.state import StateStore
+from shoal.state._current import state
 
 __all__ = ["EventsRuntime"]
 
 log = logging.getLogger("shoal.events")
 
 
+async def service_state() -> StateStore:
+    """The service's own store (``shoal.state()``): where idempotent handlers commit."""
+    return state()
+
+
 class EventsRuntime:
     def __init__(
-        self, backbone: Backbone, app: str, service: str, store: StoreSource | None = None
+        self, backbone: Backbone, app: str, service: str, store: StoreSource = service_state
     ) -> None:
         self.publisher = Publisher(backbone, app, service)
         self.subscriber = Subscriber(backbone, app, service, [], store=store)

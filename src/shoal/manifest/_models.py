@@ -64,6 +64,7 @@ from shoal.manifest._policy import (
     ServicePolicy,
     TrafficPolicy,
 )
+from shoal.manifest._state import StateField, StateSpec
 from shoal.manifest._traffic_checks import (
     entry_extras,
     order_extras,
@@ -255,6 +256,8 @@ class ServiceSpec(BaseModel):
     limits: LimitsPolicy = DEFAULT_POLICY.limits
     routes: tuple[RoutePolicy, ...] = ()
     traffic: TrafficPolicy = DEFAULT_POLICY.traffic
+    state: StateField = StateSpec()
+    """Where ``shoal.state()`` keeps this service's keys (SQLite unless told otherwise)."""
 
     def policy(self) -> ServicePolicy:
         """The traffic policy written under this entry."""

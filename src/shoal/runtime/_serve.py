@@ -51,6 +51,7 @@ from shoal.runtime._registration import Registration
 from shoal.runtime._settings import RuntimeSettings
 from shoal.runtime._telemetry import install_tracing
 from shoal.runtime._tls_listener import MtlsListener
+from shoal.state._current import close_state
 from shoal.types import ASGIApp
 
 __all__ = ["bind_socket", "run_instance"]
@@ -270,6 +271,7 @@ async def _serve(
         await events.aclose()
         if identity is not None:
             await identity.aclose()
+        await close_state()
         await shipper.aclose()
         await metrics.aclose()
         await policies.aclose()
