@@ -50,7 +50,7 @@ from shoal.events._names import (
 )
 from shoal.events._subscribe import Subscription
 from shoal.events._tracing import consumer_span
-from shoal.exceptions import EventsError
+from shoal.exceptions import ConcurrencyError, EventsError
 
 if TYPE_CHECKING:
     from shoal.state import StateStore
@@ -62,6 +62,8 @@ log = logging.getLogger("shoal.events")
 StoreSource = Callable[[], Awaitable["StateStore"]]
 SEEN_TTL = 7 * 86_400.0
 """Seconds an idempotent consumer remembers a handled event id (longer than any redelivery)."""
+TX_ATTEMPTS = 10
+"""Runs of an idempotent handler whose commit met a stale ETag, before it counts as failed."""
 PULL_EXPIRES = 5.0
 MAX_ACK_PENDING = 1024
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
@@ -276,12 +278,18 @@ class EventConsumer:
         assert self._store is not None
         store = await self._store()
         marker = seen_key(self.name, event.id)
-        async with store.transaction() as tx:
-            if await tx.get(marker) is not None:
-                self.skipped += 1
+        for attempt in range(1, TX_ATTEMPTS + 1):
+            try:
+                async with store.transaction() as tx:
+                    if await tx.get(marker) is not None:
+                        self.skipped += 1
+                        return
+                    await self.sub.call(event, tx)
+                    tx.set(marker, 1, ttl=SEEN_TTL)
                 return
-            await self.sub.call(event, tx)
-            tx.set(marker, 1, ttl=SEEN_TTL)
+            except ConcurrencyError:  # a stale ETag: read again, in a new transaction
+                if attempt == TX_ATTEMPTS:
+                    raise
 
     async def _failed(
         self, msg: Msg, event: Event, headers: dict[str, str], delivery: int, error: str

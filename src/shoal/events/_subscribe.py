@@ -111,7 +111,9 @@ def subscribe(
     keeps it alive. ``concurrency``: handlers running at once per instance.
     With ``idempotent=True`` the handler is ``async def handler(event, tx)`` with a
     transaction on the service's state store: its writes and a marker of the event
-    are committed together, and a redelivered event already committed is skipped.
+    are committed together, and a redelivered event already committed is skipped;
+    a commit that meets a stale ETag (``ConcurrencyError``) runs the handler again in a
+    new transaction, up to 10 times, before it counts as a failed delivery.
     """
 
     def register(handler: H) -> H:
