@@ -141,7 +141,7 @@ def test_ten_thousand_events_survive_killed_consumers_and_a_restarted_nats(
             async with asyncio.timeout(60):
                 while True:
                     seen, _ = _plain_seen(tmp_path)
-                    total, keys, _ = await _exact_counts(tmp_path)
+                    _, keys, _ = await _exact_counts(tmp_path)
                     if len(seen) == TOTAL and keys == TOTAL:
                         break
                     await asyncio.sleep(0.25)
