@@ -16,6 +16,7 @@ import shoal
 from shoal.backbone import Backbone, EmbeddedNats
 from shoal.events import Publisher, Subscriber, ensure_streams, make_subscription
 from shoal.events._admin import dead_letters, events_overview, replay_dead_letters
+from shoal.events._deadletter import send_dead_letter
 from shoal.events._names import events_stream
 from shoal.exceptions import EventsError
 from shoal.mesh import _spans
@@ -282,3 +283,25 @@ async def test_draining_lets_a_running_handler_finish(backbone: Backbone) -> Non
     info = await backbone.js.consumer_info(events_stream(APP), subscriber.consumers[0].name)
     assert info.num_ack_pending == 0
     assert info.num_pending == 0
+
+
+async def test_a_dead_letter_stored_twice_after_a_crash_is_kept_once(backbone: Backbone) -> None:
+    await Publisher(backbone, APP, "orders").publish("t", {"n": 1})
+    pull = await backbone.js.pull_subscribe(
+        "shoal.evt.events.*.t", "raw", stream=events_stream(APP)
+    )
+    (msg,) = await pull.fetch(1, timeout=5)
+    headers = dict(msg.headers or {})
+    for _ in range(2):  # stored, then the process died before term(): redelivered, stored again
+        await send_dead_letter(
+            backbone, APP, "billing", "billing_t", msg, headers,
+            delivery=5, error="ValueError: x", event_id=headers["ce-id"], topic="t",
+        )  # fmt: skip
+    letters = await dead_letters(backbone, APP)
+    assert [d["id"] for d in letters] == [headers["ce-id"]]
+
+
+async def test_a_publisher_sends_only_its_own_services_events(backbone: Backbone) -> None:
+    foreign = Publisher(backbone, APP, "orders").encode("t", {})
+    with pytest.raises(EventsError, match="encoded for service 'orders'"):
+        await Publisher(backbone, APP, "billing").send(foreign)

@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -30,18 +30,12 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
 
 from shoal.backbone._connection import Backbone
-from shoal.events._delivery import (
-    DeadLetter,
-    dead_letter_headers,
-    dead_letter_id,
-    decide,
-    describe_error,
-)
+from shoal.events._deadletter import send_dead_letter
+from shoal.events._delivery import DeadLetter, decide, describe_error
 from shoal.events._event import Event, decode_event
+from shoal.events._keepalive import KeepAlive
 from shoal.events._names import (
     consumer_name,
-    dlq_stream,
-    dlq_subject,
     events_stream,
     replay_subject,
     seen_key,
@@ -250,7 +244,7 @@ class EventConsumer:
             headers.get("tracestate"),
         )
         span.attach()
-        keepalive = _KeepAlive(msg, self.sub.ack_wait)
+        keepalive = KeepAlive(msg, self.sub.ack_wait)
         try:
             try:
                 await self._run(event)
@@ -316,27 +310,13 @@ class EventConsumer:
         event_id: str | None = None,
         topic: str | None = None,
     ) -> None:
-        sequence = msg.metadata.sequence.stream
-        event_id = event_id or headers.get("ce-id") or f"seq-{sequence}"
+        event_id = event_id or headers.get("ce-id") or f"seq-{msg.metadata.sequence.stream}"
         topic = topic or topic_of_subject(msg.subject)[1]
-        out = dead_letter_headers(
-            headers,
-            error=error,
-            deliveries=delivery,
-            service=self.service,
-            consumer=self.name,
-            subject=msg.subject,
-            sequence=sequence,
-        )
-        out["Nats-Msg-Id"] = dead_letter_id(event_id, self.service)
         try:
-            await self.backbone.js.publish(
-                dlq_subject(self.app, self.service, topic),
-                msg.data,
-                timeout=5.0,
-                stream=dlq_stream(self.app),
-                headers=out,
-            )
+            await send_dead_letter(
+                self.backbone, self.app, self.service, self.name, msg, headers,
+                delivery=delivery, error=error, event_id=event_id, topic=topic,
+            )  # fmt: skip
         except _NATS_ERRORS as exc:
             log.error(
                 "%s: could not store dead letter of event %s (%r); it comes back in %g s",
@@ -390,30 +370,3 @@ class EventConsumer:
             with contextlib.suppress(Exception):
                 await self._nats_sub.unsubscribe()
             self._nats_sub = None
-
-
-class _KeepAlive:
-    """Tells JetStream a delivery is still being worked on, every third of ``ack_wait``."""
-
-    __slots__ = ("_handle", "_interval", "_msg", "_task")
-
-    def __init__(self, msg: Msg, ack_wait: float) -> None:
-        self._msg = msg
-        self._interval = max(ack_wait / 3, 0.1)
-        self._task: asyncio.Task[Any] | None = None
-        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            self._interval, self._fire
-        )
-
-    def _fire(self) -> None:
-        self._task = asyncio.create_task(self._touch())
-        self._handle = asyncio.get_running_loop().call_later(self._interval, self._fire)
-
-    async def _touch(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._msg.in_progress()
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None

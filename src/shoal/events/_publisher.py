@@ -103,7 +103,16 @@ class Publisher:
         return event.id
 
     async def send(self, event: EncodedEvent, *, timeout: float | None = None) -> None:
-        """Send a prebuilt event (``Nats-Msg-Id`` = its id) and await the server's ack."""
+        """Send a prebuilt event (``Nats-Msg-Id`` = its id) and await the server's ack.
+
+        The event must be this service's (``ce-source``): its subject is under the
+        service's name, which NATS permissions check.
+        """
+        if event.headers.get("ce-source") != self.service:
+            raise EventsError(
+                f"event {event.id} was encoded for service "
+                f"{event.headers.get('ce-source')!r}; {self.service!r} cannot send it"
+            )
         subject = event_subject(self.app, self.service, event.topic)
         headers = {**event.headers, "Nats-Msg-Id": event.id}
         payload = event.body.encode()
