@@ -305,3 +305,19 @@ async def test_a_publisher_sends_only_its_own_services_events(backbone: Backbone
     foreign = Publisher(backbone, APP, "orders").encode("t", {})
     with pytest.raises(EventsError, match="encoded for service 'orders'"):
         await Publisher(backbone, APP, "billing").send(foreign)
+
+
+async def test_a_deleted_consumer_is_made_again(backbone: Backbone) -> None:
+    got: list[str] = []
+
+    async def handler(event: shoal.Event) -> None:
+        got.append(event.id)
+
+    subscriber = Subscriber(backbone, APP, "billing", [make_subscription("t", handler)])
+    await subscriber.start()
+    try:
+        await backbone.js.delete_consumer(events_stream(APP), subscriber.consumers[0].name)
+        event_id = await Publisher(backbone, APP, "orders").publish("t", {})
+        await _eventually(lambda: got == [event_id], timeout=15)
+    finally:
+        await subscriber.aclose()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,7 @@ class EventConsumer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._recreate = False
+        self._warned = -math.inf
         self._loop_task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.handled = 0
@@ -158,9 +160,14 @@ class EventConsumer:
             if self._credit and now > self._credit_until:
                 self._credit = 0  # that request has expired; its 408 was lost
             if self._recreate and self.backbone.connected:
-                with contextlib.suppress(EventsError):
+                try:
                     await self.ensure()
                     self._recreate = False
+                    log.warning("consumer %s was gone; made it again", self.name)
+                except EventsError as exc:
+                    if now - self._warned > 30.0:
+                        self._warned = now
+                        log.warning("%s (trying again)", exc)
             want = concurrency - len(self._tasks) - self._credit
             if (
                 self.backbone.connected
