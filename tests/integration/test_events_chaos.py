@@ -185,7 +185,7 @@ def test_ten_thousand_events_survive_killed_consumers_and_a_restarted_nats(
 async def _consumers_exist(backbone: Backbone) -> None:
     async with asyncio.timeout(30):
         while True:
-            infos = await backbone.js._jsm.consumers_info(events_stream(APP))
+            infos = await backbone.js.consumers_info(events_stream(APP))
             if len(infos) == 2:
                 return
             await asyncio.sleep(0.1)

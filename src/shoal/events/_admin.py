@@ -42,7 +42,7 @@ async def events_overview(backbone: Backbone, app: str, *, recent: int = 20) -> 
         streams = [await _stream(backbone, name) for name in (events_stream(app), dlq_stream(app))]
         consumers = []
         if streams[0]["exists"]:
-            infos = await backbone.js._jsm.consumers_info(events_stream(app))
+            infos = await backbone.js.consumers_info(events_stream(app))
             consumers = sorted(
                 (_consumer(info) for info in infos), key=lambda c: (c["service"], c["topic"])
             )
