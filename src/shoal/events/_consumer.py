@@ -251,10 +251,10 @@ class EventConsumer:
             headers.get("tracestate"),
         )
         span.attach()
-        keepalive = KeepAlive(msg, self.sub.ack_wait)
+        keepalive = KeepAlive(msg, self.sub.ack_wait, lambda: self.backbone.connected)
         try:
             try:
-                await self._run(event)
+                await self._run(event, keepalive)
             except Exception as exc:
                 error = describe_error(exc)
                 span.end(error)
@@ -272,7 +272,7 @@ class EventConsumer:
             keepalive.cancel()
             self._active.discard(event.id)
 
-    async def _run(self, event: Event) -> None:
+    async def _run(self, event: Event, lease: KeepAlive) -> None:
         if not self.sub.idempotent:
             await self.sub.call(event)
             return
@@ -287,6 +287,7 @@ class EventConsumer:
                         return
                     await self.sub.call(event, tx)
                     tx.set(marker, 1, ttl=SEEN_TTL)
+                    lease.check()  # else another instance may commit it too
                 return
             except ConcurrencyError:  # a stale ETag: read again, in a new transaction
                 if attempt == TX_ATTEMPTS:
