@@ -47,6 +47,7 @@ def test_an_event_carries_the_cloudevents_attributes_in_headers() -> None:
     assert decoded.headers == {"x-tenant": "acme"}
     assert decoded.data == {"id": 7, "total": 12.5, "name": "café"}
     assert decoded.trace_id == "1" * 32
+    assert decoded.span_id == "2" * 16
 
 
 def test_a_record_survives_json_for_the_outbox() -> None:

@@ -21,7 +21,7 @@ class Event:
     ``type`` is the topic, ``source`` the publishing service, ``data`` the decoded
     JSON, ``headers`` the publisher's own headers, ``delivery`` the 1-based count of
     deliveries to this subscriber (2 or more: a redelivery), ``traceparent`` the
-    publisher's W3C trace context (``trace_id`` its trace).
+    publisher's W3C trace context (``trace_id`` its trace, ``span_id`` its span).
     """
 
     id: str
@@ -43,6 +43,12 @@ class Event:
         """The 32 hex digits of the publisher's trace, if it sent one."""
         parts = (self.traceparent or "").split("-")
         return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else None
+
+    @property
+    def span_id(self) -> str | None:
+        """The 16 hex digits of the publisher's span (the handler's span's parent)."""
+        parts = (self.traceparent or "").split("-")
+        return parts[2] if len(parts) >= 4 and len(parts[2]) == 16 else None
 
 
 def decode_event(headers: Mapping[str, str], body: bytes, delivery: int) -> Event:
