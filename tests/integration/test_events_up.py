@@ -1,7 +1,8 @@
 """Events under `shoal up` (mTLS on, a NATS user per service): a service publishes through
 `shoal.publish`, a handler that always fails is dead-lettered after its deliveries,
 `shoal events` shows it with its error, `shoal events replay` brings it back to a fixed
-handler; and a service's NATS user cannot publish as another service."""
+handler; the trace runs from the publishing request through the event to each delivery;
+and a service's NATS user cannot publish as another service."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from test_up import running, shoal_cmd
 from shoal.backbone import Backbone
 from shoal.backbone._server import read_connection_file
 from shoal.events import Publisher
-from shoal.exceptions import PublishError
+from shoal.exceptions import PublishError, ShoalError
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +85,7 @@ def test_dead_letters_show_in_shoal_events_and_replay_to_a_fixed_handler(
         assert (consumer["service"], consumer["topic"]) == ("flaky", "order.created")
         assert consumer["ack_pending"] == 0
         assert consumer["pending"] == 0
+        _trace_crosses_the_event(tmp_path, letter["headers"]["traceparent"])
         table = shoal_cmd("events", "-C", str(tmp_path))
         assert "dead letters: 1" in table.stdout
         assert "RuntimeError: cannot handle" in table.stdout
@@ -101,6 +103,35 @@ def test_dead_letters_show_in_shoal_events_and_replay_to_a_fixed_handler(
         assert "no dead letter with id nope" in again.stderr + again.stdout
 
         asyncio.run(_cannot_publish_as_another_service(tmp_path))
+
+
+def _trace_crosses_the_event(app_dir: Path, traceparent: str) -> None:
+    """The request to orders, its producer span, and flaky's consumer spans: one trace."""
+    from shoal.control import ControlClient
+
+    trace_id = traceparent.split("-")[1]
+
+    def spans() -> list[dict[str, Any]] | None:
+        with ControlClient(app_dir, timeout=10.0) as control:
+            try:
+                found: list[dict[str, Any]] = control.request("GET", f"/v1/traces/{trace_id}")
+            except ShoalError:  # not shipped yet: 404
+                return None
+        kinds = [s["kind"] for s in found]
+        return found if kinds.count("consumer") == 3 and "producer" in kinds else None
+
+    found = _wait("the event's spans", spans)
+    (server,) = [s for s in found if s["kind"] == "server"]
+    (producer,) = [s for s in found if s["kind"] == "producer"]
+    consumers = [s for s in found if s["kind"] == "consumer"]
+    assert (server["service"], producer["service"]) == ("orders", "orders")
+    assert producer["parent_id"] == server["span_id"]
+    assert producer["span_id"] == traceparent.split("-")[2]
+    for consumer in consumers:
+        assert consumer["service"] == "flaky"
+        assert consumer["parent_id"] == producer["span_id"]
+        assert consumer["status"] == "error"
+    assert sorted(c["attributes"]["shoal.delivery"] for c in consumers) == [1, 2, 3]
 
 
 async def _cannot_publish_as_another_service(app_dir: Path) -> None:
