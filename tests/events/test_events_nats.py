@@ -18,7 +18,7 @@ from shoal.events import Publisher, Subscriber, ensure_streams, make_subscriptio
 from shoal.events._admin import dead_letters, events_overview, replay_dead_letters
 from shoal.events._deadletter import send_dead_letter
 from shoal.events._names import events_stream
-from shoal.exceptions import EventsError
+from shoal.exceptions import EventsError, PublishError
 from shoal.mesh import _spans
 from shoal.state import Transaction, open_sqlite
 
@@ -321,3 +321,21 @@ async def test_a_deleted_consumer_is_made_again(backbone: Backbone) -> None:
         await _eventually(lambda: got == [event_id], timeout=15)
     finally:
         await subscriber.aclose()
+
+
+async def test_publishing_on_a_closed_connection_fails_at_once(nats_server: EmbeddedNats) -> None:
+    bb = await Backbone.connect(nats_server.url)
+    await ensure_streams(bb, APP)
+    await bb.aclose()
+    async with asyncio.timeout(2):
+        with pytest.raises(PublishError, match="connection is closed"):
+            await Publisher(bb, APP, "orders").publish("t", {})
+
+
+async def test_no_ack_within_the_timeout_is_a_publish_error(nats_server: EmbeddedNats) -> None:
+    bb = await Backbone.connect(nats_server.url)  # no streams: nobody acknowledges
+    try:
+        with pytest.raises(PublishError, match=r"not acknowledged within 0.5 s"):
+            await Publisher(bb, "nostreams", "orders", timeout=0.5).publish("t", {})
+    finally:
+        await bb.aclose()

@@ -121,6 +121,14 @@ class Publisher:
         deadline = loop.time() + limit
         last: BaseException | None = None
         while (remaining := deadline - loop.time()) > 0:
+            if self.backbone.nc.is_closed:
+                raise PublishError(
+                    f"event {event.id} on topic {event.topic!r}: the NATS connection is closed "
+                    "(the instance is stopping); nothing was sent"
+                    if last is None
+                    else f"event {event.id} on topic {event.topic!r}: the NATS connection closed "
+                    "before JetStream acknowledged it; it may or may not be stored"
+                )
             try:
                 if not self.backbone.connected:
                     async with asyncio.timeout(remaining):
