@@ -18,7 +18,7 @@ import nats.errors
 import nats.js.errors
 
 from shoal.backbone._connection import Backbone
-from shoal.events._names import event_subject, events_stream
+from shoal.events._names import event_subject
 from shoal.events._tracing import producer_span
 from shoal.events._wire import EncodedEvent, encode_event
 from shoal.exceptions import EventsError, PublishError
@@ -52,7 +52,6 @@ class Publisher:
         self.app = app
         self.service = service
         self.timeout = timeout
-        self._stream = events_stream(app)
 
     def encode(
         self,
@@ -138,8 +137,7 @@ class Publisher:
                     subject,
                     payload,
                     timeout=min(remaining, ATTEMPT_TIMEOUT),
-                    stream=self._stream,
-                    headers=headers,
+                    headers=headers,  # no Nats-Expected-Stream: stored and sent with each event
                 )
                 if ack.duplicate:
                     log.debug("event %s (%s) was stored already", event.id, event.topic)
