@@ -280,9 +280,13 @@ async def test_draining_lets_a_running_handler_finish(backbone: Backbone) -> Non
     await asyncio.wait_for(started.wait(), 10)
     await subscriber.drain(5.0)
     assert finished.is_set()
-    info = await backbone.js.consumer_info(events_stream(APP), subscriber.consumers[0].name)
-    assert info.num_ack_pending == 0
-    assert info.num_pending == 0
+    name = subscriber.consumers[0].name
+
+    async def settled() -> bool:  # the server applies an ack after sending earlier replies
+        info = await backbone.js.consumer_info(events_stream(APP), name)
+        return bool(info.num_ack_pending == 0 and info.num_pending == 0)
+
+    await _eventually(settled, timeout=5)
 
 
 async def test_a_dead_letter_stored_twice_after_a_crash_is_kept_once(backbone: Backbone) -> None:
@@ -339,3 +343,15 @@ async def test_no_ack_within_the_timeout_is_a_publish_error(nats_server: Embedde
             await Publisher(bb, "nostreams", "orders", timeout=0.5).publish("t", {})
     finally:
         await bb.aclose()
+
+
+def test_a_subscriber_refuses_two_handlers_of_one_topic(backbone: Backbone) -> None:
+    async def one(event: shoal.Event) -> None:
+        pass
+
+    async def two(event: shoal.Event) -> None:
+        pass
+
+    subs = [make_subscription("t", one), make_subscription("t", two)]
+    with pytest.raises(EventsError, match="two handlers of topic 't'"):
+        Subscriber(backbone, APP, "billing", subs)

@@ -359,6 +359,8 @@ class EventConsumer:
                     "will be redelivered", self.name, len(pending),
                 )  # fmt: skip
                 await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(*_NATS_ERRORS):
+            await self.backbone.nc.flush(timeout=2)  # the acks are on their way
         await self.aclose()
 
     async def aclose(self) -> None:

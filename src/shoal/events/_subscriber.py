@@ -20,6 +20,7 @@ from shoal.events._consumer import EventConsumer, StoreSource
 from shoal.events._names import events_stream, events_subjects, subscriber_filter
 from shoal.events._streams import ensure_streams
 from shoal.events._subscribe import Subscription, subscriptions
+from shoal.exceptions import EventsError
 
 if TYPE_CHECKING:
     from shoal.state import StateStore
@@ -50,6 +51,13 @@ class Subscriber:
         self.app = app
         self.service = service
         self._subs = list(subscriptions() if subs is None else subs)
+        topics = [sub.topic for sub in self._subs]
+        if len(set(topics)) != len(topics):
+            twice = sorted({t for t in topics if topics.count(t) > 1})
+            raise EventsError(
+                f"{service} has two handlers of topic {', '.join(map(repr, twice))}: they would "
+                "share one consumer, each event reaching only one; handle a topic in one function"
+            )
         self._store = _store_source(store)
         self.consumers: list[EventConsumer] = []
         self.unpublished: list[str] = []
