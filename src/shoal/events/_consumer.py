@@ -284,6 +284,11 @@ class EventConsumer:
                 async with store.transaction() as tx:
                     if await tx.get(marker) is not None:
                         self.skipped += 1
+                        log.info(
+                            "%s: event %s (delivery %d) was handled and committed before; "
+                            "acked without running the handler again",
+                            self.sub.name, event.id, event.delivery,
+                        )  # fmt: skip
                         return
                     await self.sub.call(event, tx)
                     tx.set(marker, 1, ttl=SEEN_TTL)
