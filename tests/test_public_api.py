@@ -16,11 +16,14 @@ def test_top_level_exports_are_pinned() -> None:
         "ConcurrencyError",
         "DeadlineExceededError",
         "EndpointsUnreachableError",
+        "Event",
+        "EventsError",
         "Manifest",
         "ManifestError",
         "NoEndpointsError",
         "OverloadedError",
         "PortInUseError",
+        "PublishError",
         "RegistryError",
         "Saga",
         "SagaContext",
@@ -36,7 +39,9 @@ def test_top_level_exports_are_pinned() -> None:
         "client",
         "deadline",
         "load_manifest",
+        "publish",
         "state",
+        "subscribe",
     ]
     for name in shoal.__all__:
         assert hasattr(shoal, name), name

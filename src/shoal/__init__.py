@@ -6,6 +6,9 @@ The names a service author imports. Everything else lives in subpackages
 
 from __future__ import annotations
 
+from shoal.events import Event as Event
+from shoal.events import publish as publish
+from shoal.events import subscribe as subscribe
 from shoal.exceptions import AppImportError as AppImportError
 from shoal.exceptions import BackboneError as BackboneError
 from shoal.exceptions import BreakerOpenError as BreakerOpenError
@@ -14,10 +17,12 @@ from shoal.exceptions import CallTimeoutError as CallTimeoutError
 from shoal.exceptions import ConcurrencyError as ConcurrencyError
 from shoal.exceptions import DeadlineExceededError as DeadlineExceededError
 from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
+from shoal.exceptions import EventsError as EventsError
 from shoal.exceptions import ManifestError as ManifestError
 from shoal.exceptions import NoEndpointsError as NoEndpointsError
 from shoal.exceptions import OverloadedError as OverloadedError
 from shoal.exceptions import PortInUseError as PortInUseError
+from shoal.exceptions import PublishError as PublishError
 from shoal.exceptions import RegistryError as RegistryError
 from shoal.exceptions import SagaError as SagaError
 from shoal.exceptions import ServeError as ServeError
@@ -48,11 +53,14 @@ __all__ = [
     "ConcurrencyError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
+    "Event",
+    "EventsError",
     "Manifest",
     "ManifestError",
     "NoEndpointsError",
     "OverloadedError",
     "PortInUseError",
+    "PublishError",
     "RegistryError",
     "Saga",
     "SagaContext",
@@ -68,5 +76,7 @@ __all__ = [
     "client",
     "deadline",
     "load_manifest",
+    "publish",
     "state",
+    "subscribe",
 ]

@@ -14,6 +14,8 @@ errors) are translated at the edge with ``raise ... from exc``.
     ├── StateError              a state store cannot be used, or a key or value is invalid
     │   └── ConcurrencyError    a write's ETag is stale: the key changed or is gone (``key``)
     ├── SagaError               a saga is misdefined, or a run was neither completed nor undone
+    ├── EventsError             an event cannot be published or consumed as asked (topic, payload)
+    │   └── PublishError        JetStream did not acknowledge a publish within its timeout
     ├── ServeError              an instance cannot be served
     │   ├── AppImportError      MODULE:APP does not name an importable ASGI app
     │   └── PortInUseError      the port to listen on is taken
@@ -56,12 +58,14 @@ __all__ = [
     "ConcurrencyError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
+    "EventsError",
     "IdentityError",
     "ManifestError",
     "ManifestProblem",
     "NoEndpointsError",
     "OverloadedError",
     "PortInUseError",
+    "PublishError",
     "RegistryError",
     "SagaError",
     "ServeError",
@@ -121,6 +125,16 @@ class BackboneError(ShoalError):
 
 class RegistryError(ShoalError):
     """The service registry refused an operation."""
+
+
+class EventsError(ShoalError):
+    """An event cannot be published or consumed as asked: a bad topic, payload or header,
+    no runtime to publish from, or a subscription that cannot work."""
+
+
+class PublishError(EventsError):
+    """JetStream did not acknowledge a publish within its timeout (the event may or may
+    not be stored; publishing it again with the same id stores it at most once)."""
 
 
 class IdentityError(ShoalError):

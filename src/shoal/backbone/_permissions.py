@@ -10,6 +10,12 @@ service a user of its own whose permissions are an allow-list: it may
 * ask the issuer for its first certificate and its renewals, not for any identity
   (the ``issue`` subject is the admin's);
 * publish its telemetry (``shoal.<app>.telemetry.>``);
+* publish events under its own name only (``shoal.<app>.events.<service>.>``, so an
+  event's subject proves its ``ce-source``) and its own dead letters
+  (``shoal.<app>.dlq.<service>.>``); read the two event streams' info; create, pull
+  from and ack consumers of the events stream (NATS cannot match a consumer-name
+  prefix, so not only its own: see ``shoal.events``); never create, change or
+  delete a stream, nor publish a replay (the admin's ``shoal events replay``);
 * receive replies on its own inbox, ``_INBOX_<service>.>``, and nobody else's.
 
 Everything else is denied by NATS itself; a violation is an error to the client.
@@ -23,6 +29,7 @@ from shoal.backbone._connection import inbox_prefix
 from shoal.backbone._policies import policy_bucket_name
 from shoal.backbone._registry import bucket_name as registry_bucket_name
 from shoal.backbone._trust import ca_subject, trust_bucket_name
+from shoal.events._permissions import event_permissions
 
 __all__ = ["service_permissions", "users_block"]
 
@@ -49,6 +56,7 @@ def service_permissions(app: str, service: str) -> dict[str, dict[str, list[str]
             f"$JS.API.DIRECT.GET.{stream}.>",
             f"$JS.API.STREAM.MSG.GET.{stream}",
         ]
+    publish += event_permissions(app, service)
     return {"publish": {"allow": publish}, "subscribe": {"allow": [f"{inbox_prefix(service)}.>"]}}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from shoal.cli import apply as _apply  # noqa: F401  (registers the command)
 from shoal.cli import backbone as _backbone  # noqa: F401  (registers the command)
 from shoal.cli import dashboard as _dashboard  # noqa: F401  (registers the command)
+from shoal.cli import events as _events  # noqa: F401  (registers the command)
 from shoal.cli import ops as _ops  # noqa: F401  (registers the command)
 from shoal.cli import security as _security  # noqa: F401  (registers the command)
 from shoal.cli import serve as _serve  # noqa: F401  (registers the command)

@@ -12,6 +12,8 @@ GET  /v1/traces    recent traces, newest first (?service=&errors=1&min_ms=&limit
 GET  /v1/traces/ID one trace's spans, in start order
 GET  /v1/policies  the traffic and authorization policies in force, the gateway's routes
 GET  /v1/failures  recent failed spans the mesh explained (shoal.reason), newest first
+GET  /v1/events    event streams, consumers, dead letters; POST /v1/events/replay sends
+                   dead letters back to their subscriber (see shoal.events._control)
 POST /v1/dashboard/ticket  a one-time dashboard login link (see _dashboard.py; the page's
                    session cookie admits GETs only)
 POST /v1/down      stop the app gracefully (answers 202 first)
@@ -29,6 +31,7 @@ from urllib.parse import parse_qs
 from shoal._asgi import read_body, send_json
 from shoal.control._dashboard import Dashboard
 from shoal.control._telemetry_api import TELEMETRY_GETS, Query, Text, send_text
+from shoal.events._control import events_route
 from shoal.exceptions import ManifestError, ShoalError
 from shoal.types import Receive, Scope, Send
 
@@ -111,6 +114,8 @@ class ControlAPI:
             return 200, await sup.rotate_ca()
         if (method, path) == ("GET", "/v1/ca"):
             return 200, sup.ca_status()
+        if path.startswith("/v1/events"):
+            return await events_route(sup.backbone, sup.app, method, path, data)
         if (method, path) == ("POST", "/v1/down"):
             asyncio.get_running_loop().call_later(0.05, self._on_down)
             return 202, {"stopping": sup.app}

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 AttributeValue = str | int | float | bool
-SpanKindName = Literal["server", "client"]
+SpanKindName = Literal["server", "client", "producer", "consumer"]
 SpanStatusName = Literal["unset", "ok", "error"]
 
 # version-trace_id-parent_id-flags, lowercase hex; a later version may append "-..." fields.

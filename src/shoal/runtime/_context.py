@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from shoal.registry._discovery import Discovery
 
 if TYPE_CHECKING:
+    from shoal.events._publisher import Publisher
     from shoal.mesh._policies import PolicySource
     from shoal.runtime._identity import WorkloadIdentity
 
@@ -14,14 +15,17 @@ __all__ = [
     "current_discovery",
     "current_identity",
     "current_policies",
+    "current_publisher",
     "set_current_discovery",
     "set_current_identity",
     "set_current_policies",
+    "set_current_publisher",
 ]
 
 _discovery: Discovery | None = None
 _policies: PolicySource | None = None
 _identity: WorkloadIdentity | None = None
+_publisher: Publisher | None = None
 
 
 def current_discovery() -> Discovery | None:
@@ -52,3 +56,13 @@ def current_identity() -> WorkloadIdentity | None:
 def set_current_identity(identity: WorkloadIdentity | None) -> None:
     global _identity
     _identity = identity
+
+
+def current_publisher() -> Publisher | None:
+    """The event publisher of this service (its backbone connection and name), if serving."""
+    return _publisher
+
+
+def set_current_publisher(publisher: Publisher | None) -> None:
+    global _publisher
+    _publisher = publisher

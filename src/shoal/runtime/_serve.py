@@ -32,6 +32,7 @@ from uvicorn.config import STARTUP_FAILURE
 from shoal.backbone._connection import Backbone, inbox_prefix
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
+from shoal.events._runtime import EventsRuntime
 from shoal.exceptions import PortInUseError, ServeError
 from shoal.registry._discovery import Discovery
 from shoal.registry._records import InstanceRecord
@@ -142,6 +143,7 @@ class _Server(uvicorn.Server):
         self._on_started = on_started
         self._identity = identity
         self.listener: MtlsListener | None = None
+        self.events: EventsRuntime | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -164,6 +166,11 @@ class _Server(uvicorn.Server):
             self.started = True
         if self.started and not self.should_exit:
             await self._on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.events is not None:  # handlers finish before the app's shutdown runs
+            await self.events.drain(self.config.timeout_graceful_shutdown or 0)
+        await super().shutdown(sockets)
 
 
 async def _serve(
@@ -204,6 +211,7 @@ async def _serve(
     metrics = MetricsShipper(backbone, settings.app, settings.service, settings.instance)
     metrics.start()
     sagas = SagaResumer()
+    events = EventsRuntime(backbone, settings.app, settings.service)
     try:
         if settings.tls:
             identity = await _identity(backbone, settings, token, status, registration)
@@ -232,6 +240,7 @@ async def _serve(
         )
 
         async def started() -> None:
+            await events.start()
             await registration.register()
             sagas.start()  # resume the unfinished runs of the app's sagas
             log.info(
@@ -245,6 +254,7 @@ async def _serve(
             )
 
         server = _Server(config, started, identity if authenticate else None)
+        server.events = events
         _install_signal_handlers(server, registration)
         try:
             await server.serve(sockets=[sock])
@@ -261,6 +271,7 @@ async def _serve(
         set_current_discovery(None)
         set_current_policies(None)
         set_current_identity(None)
+        await events.aclose()
         if identity is not None:
             await identity.aclose()
         await sagas.aclose()

@@ -115,15 +115,21 @@ def data_to_json(data: SpanData, service: str, instance: str) -> dict[str, Any]:
 
 _SCOPE = InstrumentationScope("shoal")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_READABLE_KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT}
+_READABLE_KINDS = {
+    "server": SpanKind.SERVER,
+    "client": SpanKind.CLIENT,
+    "producer": SpanKind.PRODUCER,
+    "consumer": SpanKind.CONSUMER,
+}
 _UNSET = Status(StatusCode.UNSET)
 
 
 def data_to_readable(data: SpanData, resource: Resource) -> ReadableSpan:
     """One of shoal's light spans as an SDK span, for the SDK's exporters (OTLP)."""
     parent = None
-    if data.parent_id:  # a server span's parent is the caller's: remote
-        parent = SpanContext(data.trace_id, data.parent_id, data.kind == "server", _SAMPLED)
+    if data.parent_id:  # a server (consumer) span's parent is the caller's (publisher's): remote
+        remote = data.kind in ("server", "consumer")
+        parent = SpanContext(data.trace_id, data.parent_id, remote, _SAMPLED)
     status = _UNSET
     if data.status == "error":
         status = Status(StatusCode.ERROR, data.status_message)

@@ -25,6 +25,7 @@ from shoal.backbone._server import EmbeddedNats
 from shoal.control._ca import DEFAULT_SVID_LIFETIME, CertificateAuthority, describe_certificate
 from shoal.control._devcert import dev_certificate
 from shoal.control._issuer import Issuer
+from shoal.events import ensure_streams
 from shoal.exceptions import ShoalError
 from shoal.manifest import Manifest, ServiceSpec
 from shoal.registry._discovery import Discovery
@@ -162,6 +163,13 @@ class Supervisor:
         self.metrics: MetricsAggregator | None = None
         self._history_task: asyncio.Task[None] | None = None
 
+    @property
+    def backbone(self) -> Backbone:
+        """The supervisor's (admin) NATS connection; exists once :meth:`start` has run."""
+        if self._backbone is None:
+            raise ShoalError("the supervisor has not started: no NATS connection yet")
+        return self._backbone
+
     # -- start ---------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -175,6 +183,7 @@ class Supervisor:
             url = self._nats.url
         self.nats_url = url
         self._backbone = await Backbone.connect(url, name=f"{self.app}/supervisor")
+        await ensure_streams(self._backbone, self.app)  # before any instance publishes
         self._registry = NatsRegistry(self._backbone, self.app)
         self.discovery = Discovery(NatsRegistry(self._backbone, self.app))
         await self.discovery.start()
