@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,12 @@ async def stored_ids(bb: Backbone) -> list[str]:
     return ids
 
 
+async def eventually(check: Callable[[], bool], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - a counter, not an event to wait on
+            await asyncio.sleep(0.01)
+
+
 def relay_of(store: StateStore, bb: Backbone) -> OutboxRelay:
     async def source() -> StateStore:
         return store
@@ -77,18 +83,22 @@ async def test_an_event_is_committed_with_the_writes_and_relayed_once(
     assert await store.backend.outbox_pending(10) == []
     msg = await backbone.js.get_msg(events_stream(APP), 1)
     assert msg.subject == "shoal.obx.events.orders.orders.placed"
-    assert json.loads(msg.data) == {"order": 7}
-    assert msg.headers is not None and msg.headers["ce-partitionkey"] == "7"
+    assert json.loads(msg.data or b"") == {"order": 7}
+    assert msg.headers is not None
+    assert msg.headers["ce-partitionkey"] == "7"
 
 
 async def test_a_rolled_back_transaction_publishes_nothing(
     store: StateStore, backbone: Backbone
 ) -> None:
-    with pytest.raises(RuntimeError, match="declined"):
+    async def place_then_fail() -> None:
         async with store.transaction() as tx:
             tx.set("order:8", {"status": "placed"})
             tx.publish("orders.placed", {"order": 8})
             raise RuntimeError("declined")
+
+    with pytest.raises(RuntimeError, match="declined"):
+        await place_then_fail()
     assert await store.get("order:8") is None
     assert await store.backend.outbox_pending(10) == []
     assert await relay_of(store, backbone).relay_once() == 0
@@ -98,13 +108,15 @@ async def test_a_rolled_back_transaction_publishes_nothing(
 async def test_bad_input_fails_in_the_transaction_and_nothing_is_committed(
     store: StateStore,
 ) -> None:
-    with pytest.raises(EventsError, match="not JSON-serialisable"):
+    async def place(topic: str, data: object) -> None:
         async with store.transaction() as tx:
             tx.set("order:9", 1)
-            tx.publish("orders.placed", {"when": object()})
+            tx.publish(topic, data)
+
+    with pytest.raises(EventsError, match="not JSON-serialisable"):
+        await place("orders.placed", {"when": object()})
     with pytest.raises(EventsError, match="topic"):
-        async with store.transaction() as tx:
-            tx.publish("orders.*", {})
+        await place("orders.*", {})
     assert await store.get("order:9") is None
     assert await store.backend.outbox_pending(10) == []
 
@@ -140,9 +152,7 @@ async def test_the_relay_wakes_on_a_commit_and_keeps_events_while_nats_is_away(
     try:
         async with store.transaction() as tx:
             woken = tx.publish("orders.placed", {"order": 3})
-        async with asyncio.timeout(5):
-            while relay.relayed < 1:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: relay.relayed >= 1, 5)
         assert await stored_ids(backbone) == [woken]
 
         await nats_server.stop()
@@ -151,9 +161,7 @@ async def test_the_relay_wakes_on_a_commit_and_keeps_events_while_nats_is_away(
         await asyncio.sleep(0.3)
         assert [r.id for r in await store.backend.outbox_pending(10)] == [later]
         await nats_server.start()
-        async with asyncio.timeout(20):
-            while relay.relayed < 2:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: relay.relayed >= 2, 20)
         assert await stored_ids(backbone) == [woken, later]
         assert await store.backend.outbox_pending(10) == []
     finally:

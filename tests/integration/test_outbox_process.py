@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -45,6 +44,12 @@ async def event_ids(bb: Backbone) -> list[str]:
     return ids
 
 
+async def until_stored(bb: Backbone, ids: list[str], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while await event_ids(bb) != ids:  # noqa: ASYNC110 - polling NATS, not an event
+            await asyncio.sleep(0.02)
+
+
 async def pending(app_dir: Path) -> list[str]:
     store = await open_sqlite(app_dir, "orders")
     try:
@@ -77,10 +82,7 @@ def test_an_event_committed_before_a_crash_is_sent_after_the_restart_once(
             await wait_ready(port, first)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                 sent = (await http.post("/place/1")).json()["id"]  # the relay sends at once
-                started = time.monotonic()
-                while await event_ids(bb) != [sent] and time.monotonic() - started < 5:
-                    await asyncio.sleep(0.01)
-                assert await event_ids(bb) == [sent]
+                await until_stored(bb, [sent], 5)
                 with pytest.raises(httpx.TransportError):
                     await http.post("/place/2", params={"crash": 1})
             assert first.proc.wait(timeout=10) == -9
@@ -89,9 +91,7 @@ def test_an_event_committed_before_a_crash_is_sent_after_the_restart_once(
 
             second = serve(2, port)
             await wait_ready(port, second)
-            async with asyncio.timeout(10):
-                while await event_ids(bb) != [sent, kept]:
-                    await asyncio.sleep(0.05)
+            await until_stored(bb, [sent, kept], 10)
             await asyncio.sleep(0.5)  # nothing more comes
             assert await event_ids(bb) == [sent, kept]
             assert await pending(tmp_path) == []
