@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,6 +34,8 @@ class StateStore:
 
     def __init__(self, backend: StateBackend) -> None:
         self._backend = backend
+        self.on_outbox: Callable[[], None] | None = None
+        """Called after a commit that stored outbox records (the runtime's relay wakes)."""
 
     @property
     def backend(self) -> StateBackend:
@@ -111,7 +113,7 @@ class StateStore:
         """``async with store.transaction() as tx:`` — the writes staged on ``tx`` are
         committed together when the block ends, or not at all if it raises (the
         exception propagates) or if any ETag check fails (ConcurrencyError)."""
-        tx = Transaction(self._backend)
+        tx = Transaction(self._backend, self.on_outbox)
         try:
             yield tx
         except BaseException:
@@ -130,8 +132,9 @@ class Transaction:
     staged write dooms the transaction even if caught: nothing of it is committed.
     """
 
-    def __init__(self, backend: StateBackend) -> None:
+    def __init__(self, backend: StateBackend, on_outbox: Callable[[], None] | None = None) -> None:
         self._backend = backend
+        self._on_outbox = on_outbox
         self._writes: dict[str, Write] = {}
         self._outbox: list[OutboxRecord] = []
         self._doomed: ConcurrencyError | None = None
@@ -162,6 +165,23 @@ class Transaction:
     def delete(self, key: str, *, etag: str | None = None) -> None:
         """Stage ``store.delete(key, etag=etag)``."""
         self._stage(Write(check_key(key), None, _etag(key, etag)))
+
+    def publish(
+        self,
+        topic: str,
+        data: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Stage the event ``shoal.publish(topic, data, key=key, headers=headers)`` would
+        send, to be stored with this transaction's writes and sent after it commits (the
+        transactional outbox); its id. Nothing is sent if the transaction rolls back.
+        EventsError at once for bad input."""
+        self._check_open()
+        from shoal.events._outbox import stage_event  # events build on state, not the reverse
+
+        return stage_event(self, topic, data, key=key, headers=headers)
 
     def add_outbox(self, record: OutboxRecord) -> None:
         """Append ``record`` to the backend's outbox in this commit (for shoal.events'
@@ -194,6 +214,8 @@ class Transaction:
             raise self._doomed
         if self._writes or self._outbox:
             await self._backend.commit(list(self._writes.values()), self._outbox)
+            if self._outbox and self._on_outbox is not None:
+                self._on_outbox()
 
 
 def _set(key: str, value: object, etag: str | None, ttl: float | None) -> Write:

@@ -23,7 +23,7 @@ from shoal.state._api import StateStore
 from shoal.state._backend import OutboxRecord, StateBackend, Write
 from shoal.state._postgres import open_postgres
 from shoal.state._redis import open_redis
-from shoal.state._sqlite import open_sqlite
+from shoal.state._sqlite import open_sqlite, state_file
 
 __all__ = [
     "BACKEND_ENV",
@@ -65,6 +65,11 @@ class StateTarget:
         app_dir = Path(env.get("SHOAL_APP_DIR") or os.getcwd())
         app = env.get("SHOAL_APP") or "default"
         return cls(app, service, app_dir, backend, env.get(URL_ENV, ""))
+
+    def may_hold_data(self) -> bool:
+        """Whether the store may hold anything yet (without opening it): an SQLite file
+        exists only once the service has used its state."""
+        return self.backend != "sqlite" or state_file(self.app_dir, self.service).exists()
 
     def expanded_url(self, env: Mapping[str, str] | None = None) -> str:
         """``url`` with each ``${NAME}`` replaced from the environment."""

@@ -33,7 +33,7 @@ from shoal.state._api import StateStore
 from shoal.state._backend import OutboxRecord, Write
 from shoal.state._codec import check_name, conflict, prefix_end
 
-__all__ = ["SqliteBackend", "open_sqlite"]
+__all__ = ["SqliteBackend", "open_sqlite", "state_file"]
 
 T = TypeVar("T")
 Db = sqlite3.Connection
@@ -60,10 +60,15 @@ async def open_sqlite(
 ) -> StateStore:
     """The state store of ``service`` in the app at ``directory`` (which holds shoal.yaml):
     the file ``directory/.shoal/state/<service>.db``, created if missing."""
-    path = Path(directory) / ".shoal" / "state" / f"{check_name('service', service)}.db"
+    path = state_file(directory, service)
     backend = SqliteBackend(path, clock=clock, sweep_interval=sweep_interval)
     await backend.open()
     return StateStore(backend)
+
+
+def state_file(directory: str | os.PathLike[str], service: str) -> Path:
+    """Where ``service``'s SQLite state lives in the app at ``directory``."""
+    return Path(directory) / ".shoal" / "state" / f"{check_name('service', service)}.db"
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
