@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,8 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 import redis.asyncio as aioredis
 
-from shoal.state import StateError, open_postgres, open_redis, open_sqlite
+from shoal.state import StateError, Write, open_postgres, open_redis, open_sqlite
+from shoal.state import _sqlite as sqlite_module
 from shoal.state._codec import prefix_end
 
 if TYPE_CHECKING:
@@ -90,6 +92,28 @@ async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(
             other.close()
         assert ticks >= 10  # the loop kept running while the write waited
         assert await store.get_many(["k", "j"]) == {"k": 2, "j": 2}
+
+
+async def test_sqlite_commits_on_the_patient_connection_right_after_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    async with await open_sqlite(tmp_path, "svc") as store:
+        await store.set("k", 0)
+        backend = store.backend
+        assert isinstance(backend, sqlite_module.SqliteBackend)
+        patient = backend._patient
+        assert patient is not None
+        backend._background("PRAGMA wal_checkpoint(PASSIVE)")
+        writes = [Write("k", "1", None, "e1"), Write("j", "1", None, "e2")]
+        committed = asyncio.get_running_loop().run_in_executor(
+            backend._thread, lambda: backend._commit(patient, writes, [])
+        )
+        # The loop is held, as a busy one can be: the checkpoint's result (its cursor) is
+        # not released before the commit runs on the same connection. Once failed with
+        # "cannot commit transaction - SQL statements in progress".
+        time.sleep(0.2)  # noqa: ASYNC251 - blocking the loop is the point
+        assert await committed == [True, True]
+        assert await store.get_many(["k", "j"]) == {"k": 1, "j": 1}
 
 
 async def test_sqlite_sweep_deletes_expired_rows(tmp_path: Path, fake_clock: FakeClock) -> None:

@@ -243,7 +243,13 @@ class SqliteBackend:
         patient = self._patient
         if patient is None:
             return
-        done = asyncio.get_running_loop().run_in_executor(self._thread, patient.execute, sql, args)
+        def run() -> None:
+            # fetchall: a PRAGMA answers with a row, and a statement left unfinished keeps a
+            # read snapshot open, so the connection's next commit fails ("SQL statements in
+            # progress") or waits for a lock it can never get (a stale snapshot).
+            patient.execute(sql, args).fetchall()
+
+        done = asyncio.get_running_loop().run_in_executor(self._thread, run)
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def outbox_pending(self, limit: int) -> builtins.list[OutboxRecord]:
