@@ -243,6 +243,7 @@ class SqliteBackend:
         patient = self._patient
         if patient is None:
             return
+
         def run() -> None:
             # fetchall: a PRAGMA answers with a row, and a statement left unfinished keeps a
             # read snapshot open, so the connection's next commit fails ("SQL statements in
