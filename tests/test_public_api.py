@@ -13,6 +13,7 @@ def test_top_level_exports_are_pinned() -> None:
         "BreakerOpenError",
         "BudgetExhaustedError",
         "CallTimeoutError",
+        "ConfigError",
         "DeadlineExceededError",
         "EndpointsUnreachableError",
         "Manifest",
@@ -27,8 +28,11 @@ def test_top_level_exports_are_pinned() -> None:
         "UpstreamError",
         "__version__",
         "client",
+        "config",
         "deadline",
         "load_manifest",
+        "on_config_change",
+        "secret",
     ]
     for name in shoal.__all__:
         assert hasattr(shoal, name), name

@@ -6,11 +6,15 @@ The names a service author imports. Everything else lives in subpackages
 
 from __future__ import annotations
 
+from shoal.config import config as config
+from shoal.config import on_config_change as on_config_change
+from shoal.config import secret as secret
 from shoal.exceptions import AppImportError as AppImportError
 from shoal.exceptions import BackboneError as BackboneError
 from shoal.exceptions import BreakerOpenError as BreakerOpenError
 from shoal.exceptions import BudgetExhaustedError as BudgetExhaustedError
 from shoal.exceptions import CallTimeoutError as CallTimeoutError
+from shoal.exceptions import ConfigError as ConfigError
 from shoal.exceptions import DeadlineExceededError as DeadlineExceededError
 from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
 from shoal.exceptions import ManifestError as ManifestError
@@ -35,6 +39,7 @@ __all__ = [
     "BreakerOpenError",
     "BudgetExhaustedError",
     "CallTimeoutError",
+    "ConfigError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
     "Manifest",
@@ -49,6 +54,9 @@ __all__ = [
     "UpstreamError",
     "__version__",
     "client",
+    "config",
     "deadline",
     "load_manifest",
+    "on_config_change",
+    "secret",
 ]

@@ -13,6 +13,7 @@ errors) are translated at the edge with ``raise ... from exc``.
     ├── TelemetryError          the telemetry store under DIR/.shoal/ cannot be used
     ├── StateError              a state store cannot be used, or a key or value is invalid
     │   └── ConcurrencyError    a write's ETag is stale: the key changed or is gone (``key``)
+    ├── ConfigError             a config value, model or secret cannot be used, or no runtime
     ├── ServeError              an instance cannot be served
     │   ├── AppImportError      MODULE:APP does not name an importable ASGI app
     │   └── PortInUseError      the port to listen on is taken
@@ -52,6 +53,7 @@ __all__ = [
     "BudgetExhaustedError",
     "CallTimeoutError",
     "ConcurrencyError",
+    "ConfigError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
     "IdentityError",
@@ -142,6 +144,11 @@ class TelemetryError(ShoalError):
 
 class StateError(ShoalError):
     """A state store cannot be opened or reached, or a key or value cannot be stored."""
+
+
+class ConfigError(ShoalError):
+    """Configuration or a secret cannot be used: outside `shoal serve`, a value that does not
+    fit the model asked for, an unknown service or key, a secret that is absent."""
 
 
 class ConcurrencyError(StateError):

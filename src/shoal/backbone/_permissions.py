@@ -10,6 +10,8 @@ service a user of its own whose permissions are an allow-list: it may
 * ask the issuer for its first certificate and its renewals, not for any identity
   (the ``issue`` subject is the admin's);
 * publish its telemetry (``shoal.<app>.telemetry.>``);
+* read and watch its own config and secrets bucket, and no other service's (see
+  ``shoal.config._layout.read_subjects``);
 * receive replies on its own inbox, ``_INBOX_<service>.>``, and nobody else's.
 
 Everything else is denied by NATS itself; a violation is an error to the client.
@@ -23,6 +25,7 @@ from shoal.backbone._connection import inbox_prefix
 from shoal.backbone._policies import policy_bucket_name
 from shoal.backbone._registry import bucket_name as registry_bucket_name
 from shoal.backbone._trust import ca_subject, trust_bucket_name
+from shoal.config._layout import read_subjects as config_read_subjects
 
 __all__ = ["service_permissions", "users_block"]
 
@@ -49,6 +52,7 @@ def service_permissions(app: str, service: str) -> dict[str, dict[str, list[str]
             f"$JS.API.DIRECT.GET.{stream}.>",
             f"$JS.API.STREAM.MSG.GET.{stream}",
         ]
+    publish += config_read_subjects(app, service)
     return {"publish": {"allow": publish}, "subscribe": {"allow": [f"{inbox_prefix(service)}.>"]}}
 
 
