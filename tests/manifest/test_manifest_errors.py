@@ -46,7 +46,7 @@ CASES = [
         """,
         [
             "shoal.yaml:5:5: services.orders.colour: unknown key (valid keys: asgi, command, "
-            "env, limits, outlier, port, replicas, retries, routes, service, timeout, traffic, "
+            "config, env, limits, outlier, port, replicas, retries, routes, service, timeout, traffic, "
             "version)"
         ],
         id="unknown-key-without-close-match",

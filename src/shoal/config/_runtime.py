@@ -83,6 +83,7 @@ class LiveConfig:
         self._values: dict[str, Any] = {}
         self._view: Mapping[str, Any] = MappingProxyType(self._values)
         self._models: dict[type[BaseModel], BaseModel] = {}
+        self._refused: dict[str, str] = {}  # the value last refused (and logged), per key
         self._synced = asyncio.Event()
         self._changed = asyncio.Event()
         self.generation = 0
@@ -235,10 +236,12 @@ class LiveConfig:
             if wanted.get(k, _MISSING) != self._values.get(k, _MISSING)
         )
         accepted = [key for key in changed if self._accept(key, wanted.get(key, _MISSING))]
+        first = not self._synced.is_set()  # the values the app starts with: not a change
         self._synced.set()
         if accepted:
             self._view = MappingProxyType(self._values)
-            self._notify(frozenset(accepted))
+            if not first:
+                self._notify(frozenset(accepted))
         if accepted or secrets_changed:
             self.generation += 1
             self._changed.set()
@@ -256,6 +259,9 @@ class LiveConfig:
                 validated[model] = model.model_validate(trial)
             except ValidationError as exc:
                 shown = "(removed)" if value is _MISSING else json.dumps(value)
+                if self._refused.get(key) == shown:
+                    return False  # refused and said so already; it is tried at each change
+                self._refused[key] = shown
                 log.error(
                     "config of service %s, instance %s: refused %s=%s: %s (model %s); "
                     "keeping the last good value %s",
@@ -269,6 +275,7 @@ class LiveConfig:
                 )
                 return False
         self._values = trial
+        self._refused.pop(key, None)
         self._models.update(validated)
         return True
 
