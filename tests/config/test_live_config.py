@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
@@ -65,9 +65,7 @@ async def admin(server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[ConfigAdm
 
 
 @pytest.fixture
-async def as_service(
-    server: EmbeddedNats, tmp_path: Path
-) -> AsyncIterator[Callable[..., Any]]:
+async def as_service(server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Connect as ``service``'s own NATS user and open its LiveConfig (closed at the end)."""
     opened: list[Any] = []
 
@@ -102,7 +100,7 @@ async def test_manifest_values_overrides_and_unset(
     await live.start()
     assert dict(live.values) == {"page_size": 20, "greeting": "hello"}
     with pytest.raises(TypeError):
-        live.values["page_size"] = 1  # type: ignore[index]
+        cast(Any, live.values)["page_size"] = 1
 
     waiting = asyncio.ensure_future(_next(live))
     await admin.set("catalog", {"page_size": 50, "beta": True})
@@ -110,7 +108,8 @@ async def test_manifest_values_overrides_and_unset(
     while len(seen) < 2:  # one change a key: two puts
         await _next(live)
     assert dict(live.values) == {"page_size": 50, "greeting": "hello", "beta": True}
-    assert seen[-1][1] == {"beta"} and seen[0][1] == {"page_size"}
+    assert seen[-1][1] == {"beta"}
+    assert seen[0][1] == {"page_size"}
     assert await admin.get("catalog") == {
         "beta": {"value": True, "source": "override"},
         "greeting": {"value": "hello", "source": "manifest"},
@@ -120,9 +119,13 @@ async def test_manifest_values_overrides_and_unset(
     waiting = asyncio.ensure_future(_next(live))
     result = await admin.unset("catalog", "page_size")
     await waiting
-    assert result["value"] == 20 and result["source"] == "manifest"
+    assert result["value"] == 20
+    assert result["source"] == "manifest"
     assert live.values["page_size"] == 20
-    assert seen[-1] == ({"page_size": 20, "greeting": "hello", "beta": True}, {"page_size"})
+    assert seen[-1] == (
+        {"page_size": 20, "greeting": "hello", "beta": True},
+        frozenset({"page_size"}),
+    )
 
     history = await admin.history("catalog", "page_size")
     assert [(r["source"], r["operation"], r["value"]) for r in history] == [
@@ -163,7 +166,7 @@ async def test_a_value_the_model_rejects_is_refused_and_the_last_good_one_stays(
     assert changes == [frozenset({"greeting"})]
     refusal = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(refusal) == 1
-    assert "service catalog, instance catalog-1: refused page_size=\"many\"" in refusal[0]
+    assert 'service catalog, instance catalog-1: refused page_size="many"' in refusal[0]
     assert "page_size: Input should be a valid integer" in refusal[0]
     assert "keeping the last good value 20" in refusal[0]
 
@@ -193,7 +196,8 @@ async def test_secrets_are_readable_by_their_service_only_and_encrypted_at_rest(
     with pytest.raises(ConfigError, match="service 'catalog' has no secret 'nope'"):
         catalog.secret("nope")
     rows = await admin.secrets("catalog")
-    assert [r["name"] for r in rows] == ["db_password"] and SECRET not in repr(rows)
+    assert [r["name"] for r in rows] == ["db_password"]
+    assert SECRET not in repr(rows)
 
     # At rest: nowhere in the NATS store (nor anywhere under .shoal/).
     files = [p for p in (tmp_path / ".shoal").rglob("*") if p.is_file()]
@@ -203,22 +207,22 @@ async def test_secrets_are_readable_by_their_service_only_and_encrypted_at_rest(
     # Another service's user may not read catalog's bucket: NATS refuses it.
     orders_backbone, orders = await as_service("orders")
     await orders.start()
-    with pytest.raises(BackboneError):
-        thief = LiveConfig(orders_backbone, APP, "catalog", "orders-1")
-        try:
+    thief = LiveConfig(orders_backbone, APP, "catalog", "orders-1")
+    try:
+        with pytest.raises(BackboneError):
             await thief.start(timeout=3.0)
-        finally:
-            await thief.aclose()
+    finally:
+        await thief.aclose()
     assert "permissions violation" in orders_backbone.last_refusal.lower()
     stream = f"KV_{bucket_name(APP, 'catalog')}"
     assert f"$js.api.stream.info.{stream}".lower() in orders_backbone.last_refusal.lower()
     orders_backbone.last_refusal = ""
-    with pytest.raises(Exception, match="(?i)timeout|permission"):  # the consumer itself
+    with pytest.raises(Exception, match=r"(?i)timeout|permission"):  # the consumer itself
         await orders_backbone.js.subscribe(
             f"$KV.{bucket_name(APP, 'catalog')}.>", stream=stream, ordered_consumer=True
         )
     assert f"consumer.create.{stream}".lower() in orders_backbone.last_refusal.lower()
-    with pytest.raises(Exception, match="(?i)timeout|permission"):
+    with pytest.raises(Exception, match=r"(?i)timeout|permission"):
         await orders_backbone.js.get_msg(
             f"KV_{bucket_name(APP, 'catalog')}",
             subject=f"$KV.{bucket_name(APP, 'catalog')}.{SECRET_PREFIX}db_password",
@@ -227,7 +231,8 @@ async def test_secrets_are_readable_by_their_service_only_and_encrypted_at_rest(
 
     # A ciphertext moved into another service's bucket does not open with that service's key.
     entry = await (await admin.store.bucket("catalog")).get(SECRET_PREFIX + "db_password")
-    assert entry.value is not None and SECRET.encode() not in entry.value
+    assert entry.value is not None
+    assert SECRET.encode() not in entry.value
     await admin.store.put_secret("orders", "db_password", entry.value)
     while "db_password" not in orders.secret_names():
         await _next(orders)

@@ -1,4 +1,4 @@
-"""``services.<name>.config:``: JSON values under valid keys, each problem at its line and column."""
+"""``services.<name>.config:``: JSON values under valid keys, each problem where it is written."""
 
 from __future__ import annotations
 
