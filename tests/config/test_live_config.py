@@ -210,7 +210,7 @@ async def test_secrets_are_readable_by_their_service_only_and_encrypted_at_rest(
     thief = LiveConfig(orders_backbone, APP, "catalog", "orders-1")
     try:
         with pytest.raises(BackboneError):
-            await thief.start(timeout=3.0)
+            await thief.start(timeout=1.0)
     finally:
         await thief.aclose()
     assert "permissions violation" in orders_backbone.last_refusal.lower()
@@ -275,3 +275,20 @@ async def test_an_instance_keeps_its_config_through_a_nats_restart(
         while live.values.get("page_size") != 8:
             await _next(live)
     assert dict(live.values) == {"page_size": 8, "greeting": "hello"}
+
+
+async def test_an_instance_whose_bucket_is_not_made_yet_starts_empty_and_catches_up(
+    server: EmbeddedNats, admin: ConfigAdmin
+) -> None:
+    backbone = await Backbone.connect(server.url)
+    live = LiveConfig(backbone, APP, "later", "later-1", retry_delay=0.05)
+    try:
+        await live.start(timeout=3.0)
+        assert dict(live.values) == {}
+        await admin.store.publish_manifest("later", {"mode": "fast"})
+        async with asyncio.timeout(10.0):
+            while dict(live.values) != {"mode": "fast"}:
+                await _next(live)
+    finally:
+        await live.aclose()
+        await backbone.aclose()

@@ -233,6 +233,18 @@ def test_the_cli_sets_gets_unsets_and_shows_history_and_secrets_stay_secret(
             ("override", "unset", None),
         ]
 
+        # A changed `config:` in shoal.yaml applies live, below the overrides.
+        manifest = app_dir / "shoal.yaml"
+        manifest.write_text(manifest.read_text().replace("greeting: hello", "greeting: bonjour"))
+        applied = _shoal("apply", d, "--json", env=env)
+        assert applied.returncode == 0, applied.stderr
+        assert json.loads(applied.stdout)["not_applied"] == []
+        deadline = time.monotonic() + 5.0
+        while http.get("/catalog/config").json().get("greeting") != "bonjour":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert http.get("/catalog/config").json()["title"] == "Big sale"
+
         wrong = _shoal("config", "set", "catalgo", "a=1", "-C", d, env=env)
         assert wrong.returncode == 1
         assert "no service 'catalgo' in app 'cfgtest' (services: catalog, gateway, orders)" in (

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import nats.js.errors
 from pydantic import BaseModel, ValidationError
 
 from shoal.backbone._connection import Backbone
@@ -180,8 +181,8 @@ class LiveConfig:
     async def _ensure(self) -> None:
         try:
             await self._backbone.js.stream_info(f"KV_{self.bucket}")
-        except Exception as exc:
-            self._missing = "not found" in str(exc).lower()
+        except nats.js.errors.NotFoundError:
+            self._missing = True  # the supervisor has not made it (yet): empty, retried
             raise
 
     async def _watch(self) -> None:
