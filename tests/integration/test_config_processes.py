@@ -26,7 +26,7 @@ async def _config_of(url: str) -> dict[str, object]:
 
 async def _until(url: str, key: str, value: object, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while (await _config_of(url)).get(key) != value:
+        while (await _config_of(url)).get(key) != value:  # noqa: ASYNC110 - another process
             await asyncio.sleep(0.02)
 
 
