@@ -5,6 +5,8 @@ ciphertext at rest, and a NATS restart."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -103,16 +105,37 @@ async def test_manifest_values_overrides_and_unset(
         cast(Any, live.values)["page_size"] = 1
 
     waiting = asyncio.ensure_future(_next(live))
+    await admin.set("catalog", {"limits": {"read": [1, 2]}})
+    await waiting
+    limits = live.values["limits"]
+    assert limits == {"read": [1, 2]}
+    assert json.dumps(limits) == '{"read": [1, 2]}'
+    with pytest.raises(TypeError, match="read-only"):
+        limits["read"].append(3)
+    with pytest.raises(TypeError, match="read-only"):
+        limits["write"] = 1
+    mine = copy.deepcopy(limits)  # a writable copy
+    mine["read"].append(3)
+    assert live.values["limits"] == {"read": [1, 2]}
+    seen.clear()
+
+    waiting = asyncio.ensure_future(_next(live))
     await admin.set("catalog", {"page_size": 50, "beta": True})
     await waiting
     while len(seen) < 2:  # one change a key: two puts
         await _next(live)
-    assert dict(live.values) == {"page_size": 50, "greeting": "hello", "beta": True}
+    assert dict(live.values) == {
+        "page_size": 50,
+        "greeting": "hello",
+        "beta": True,
+        "limits": {"read": [1, 2]},
+    }
     assert seen[-1][1] == {"beta"}
     assert seen[0][1] == {"page_size"}
     assert await admin.get("catalog") == {
         "beta": {"value": True, "source": "override"},
         "greeting": {"value": "hello", "source": "manifest"},
+        "limits": {"value": {"read": [1, 2]}, "source": "override"},
         "page_size": {"value": 50, "source": "override"},
     }
 
@@ -122,10 +145,8 @@ async def test_manifest_values_overrides_and_unset(
     assert result["value"] == 20
     assert result["source"] == "manifest"
     assert live.values["page_size"] == 20
-    assert seen[-1] == (
-        {"page_size": 20, "greeting": "hello", "beta": True},
-        frozenset({"page_size"}),
-    )
+    assert seen[-1][1] == {"page_size"}
+    assert seen[-1][0]["page_size"] == 20
 
     history = await admin.history("catalog", "page_size")
     assert [(r["source"], r["operation"], r["value"]) for r in history] == [
@@ -135,7 +156,12 @@ async def test_manifest_values_overrides_and_unset(
     ]
     assert all(r["time"] > 0 and r["key"] == "page_size" for r in history)
     assert [r["revision"] for r in history] == sorted(r["revision"] for r in history)
-    assert {r["key"] for r in await admin.history("catalog")} == {"page_size", "greeting", "beta"}
+    assert {r["key"] for r in await admin.history("catalog")} == {
+        "page_size",
+        "greeting",
+        "beta",
+        "limits",
+    }
 
 
 async def test_admin_refuses_unknown_services_and_bad_keys(admin: ConfigAdmin) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from shoal.backbone._connection import Backbone
 from shoal.config._crypto import derive_key, encode_key, encrypt, load_or_create_app_key
 from shoal.config._layout import check_json, key_problem
-from shoal.config._store import ConfigStore
+from shoal.config._store import ConfigStore, encode_value
 from shoal.exceptions import ConfigError
 from shoal.manifest import Manifest
 
@@ -21,6 +21,7 @@ __all__ = ["ConfigAdmin", "manifest_config"]
 
 _GATEWAY = "gateway"
 _MAX_SECRET = 64 * 1024
+_MAX_VALUE = 256 * 1024
 
 
 def manifest_config(manifest: Manifest) -> dict[str, dict[str, Any]]:
@@ -95,6 +96,8 @@ class ConfigAdmin:
             problem = check_json(value)
             if problem:
                 raise ConfigError(f"{key}: {problem}")
+            if len(encode_value(value)) > _MAX_VALUE:
+                raise ConfigError(f"{key}: the value is larger than 256 KiB (as JSON)")
         revisions = await self.store.set(service, values)
         self._say(f"config of {service} set: {', '.join(values)}")
         return {"service": service, "revisions": revisions}

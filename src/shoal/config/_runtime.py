@@ -32,6 +32,7 @@ from shoal.config._crypto import (
     derive_key,
     load_or_create_app_key,
 )
+from shoal.config._frozen import freeze
 from shoal.config._layout import CONFIG_PREFIX, MANIFEST, OVERRIDE, SECRET_PREFIX, bucket_name
 from shoal.exceptions import BackboneError, ConfigError, ShoalError
 
@@ -222,7 +223,7 @@ class LiveConfig:
             layer.pop(key, None)
             return
         try:
-            layer[key] = json.loads(change.value)
+            layer[key] = freeze(json.loads(change.value))
         except ValueError:
             log.warning("config of %s: %s in %s is not JSON; ignored", self.service, key, source)
 
