@@ -13,6 +13,7 @@ def test_top_level_exports_are_pinned() -> None:
         "BreakerOpenError",
         "BudgetExhaustedError",
         "CallTimeoutError",
+        "ConcurrencyError",
         "ConfigError",
         "DeadlineExceededError",
         "EndpointsUnreachableError",
@@ -24,6 +25,7 @@ def test_top_level_exports_are_pinned() -> None:
         "RegistryError",
         "ServeError",
         "ShoalError",
+        "StateError",
         "TransportError",
         "UpstreamError",
         "__version__",
@@ -33,6 +35,7 @@ def test_top_level_exports_are_pinned() -> None:
         "load_manifest",
         "on_config_change",
         "secret",
+        "state",
     ]
     for name in shoal.__all__:
         assert hasattr(shoal, name), name

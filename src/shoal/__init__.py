@@ -14,6 +14,7 @@ from shoal.exceptions import BackboneError as BackboneError
 from shoal.exceptions import BreakerOpenError as BreakerOpenError
 from shoal.exceptions import BudgetExhaustedError as BudgetExhaustedError
 from shoal.exceptions import CallTimeoutError as CallTimeoutError
+from shoal.exceptions import ConcurrencyError as ConcurrencyError
 from shoal.exceptions import ConfigError as ConfigError
 from shoal.exceptions import DeadlineExceededError as DeadlineExceededError
 from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
@@ -24,12 +25,16 @@ from shoal.exceptions import PortInUseError as PortInUseError
 from shoal.exceptions import RegistryError as RegistryError
 from shoal.exceptions import ServeError as ServeError
 from shoal.exceptions import ShoalError as ShoalError
+from shoal.exceptions import StateError as StateError
 from shoal.exceptions import TransportError as TransportError
 from shoal.exceptions import UpstreamError as UpstreamError
 from shoal.manifest import Manifest as Manifest
 from shoal.manifest import load_manifest as load_manifest
 from shoal.mesh import client as client
 from shoal.mesh import deadline as deadline
+from shoal.state._current import (
+    state as state,  # shoal.state() (the subpackage: from shoal.state import ...)
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -39,6 +44,7 @@ __all__ = [
     "BreakerOpenError",
     "BudgetExhaustedError",
     "CallTimeoutError",
+    "ConcurrencyError",
     "ConfigError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
@@ -50,6 +56,7 @@ __all__ = [
     "RegistryError",
     "ServeError",
     "ShoalError",
+    "StateError",
     "TransportError",
     "UpstreamError",
     "__version__",
@@ -59,4 +66,5 @@ __all__ = [
     "load_manifest",
     "on_config_change",
     "secret",
+    "state",
 ]

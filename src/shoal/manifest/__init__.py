@@ -17,6 +17,7 @@ from shoal.manifest._models import ServiceSpec as ServiceSpec
 from shoal.manifest._policy import DEFAULT_POLICY as DEFAULT_POLICY
 from shoal.manifest._policy import ServicePolicy as ServicePolicy
 from shoal.manifest._policy import parse_duration as parse_duration
+from shoal.manifest._state import StateSpec as StateSpec
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -26,6 +27,7 @@ __all__ = [
     "RouteSpec",
     "ServicePolicy",
     "ServiceSpec",
+    "StateSpec",
     "find_manifest",
     "load_manifest",
     "parse_duration",

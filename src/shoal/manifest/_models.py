@@ -65,6 +65,7 @@ from shoal.manifest._policy import (
     ServicePolicy,
     TrafficPolicy,
 )
+from shoal.manifest._state import StateField, StateSpec
 from shoal.manifest._traffic_checks import (
     entry_extras,
     order_extras,
@@ -258,6 +259,8 @@ class ServiceSpec(BaseModel):
     traffic: TrafficPolicy = DEFAULT_POLICY.traffic
     config: ConfigMap = Field(default_factory=dict)
     """Configuration values (JSON); `shoal config set` overrides them live."""
+    state: StateField = StateSpec()
+    """Where ``shoal.state()`` keeps this service's keys (SQLite unless told otherwise)."""
 
     def policy(self) -> ServicePolicy:
         """The traffic policy written under this entry."""

@@ -52,6 +52,7 @@ from shoal.runtime._registration import Registration
 from shoal.runtime._settings import RuntimeSettings
 from shoal.runtime._telemetry import install_tracing
 from shoal.runtime._tls_listener import MtlsListener
+from shoal.state._current import close_state
 from shoal.types import ASGIApp
 
 __all__ = ["bind_socket", "run_instance"]
@@ -275,6 +276,7 @@ async def _serve(
         await live.aclose()
         if identity is not None:
             await identity.aclose()
+        await close_state()
         await shipper.aclose()
         await metrics.aclose()
         await policies.aclose()

@@ -1,6 +1,7 @@
 """State: each service's own key-value store, with ETags, TTLs and transactions.
 
-    store = await shoal.state.open_sqlite(app_dir, "orders")
+    store = shoal.state()              # in a service: its own store, as shoal.yaml says
+    store = await open_sqlite(app_dir, "orders")   # or opened by hand (tests, scripts)
     etag = await store.set("order:1", {"status": "new"})
     item = await store.get_item("order:1")
     await store.set("order:1", {"status": "paid"}, etag=item.etag)  # ConcurrencyError if stale
@@ -24,6 +25,8 @@ from shoal.state._backend import OutboxRecord as OutboxRecord
 from shoal.state._backend import StateBackend as StateBackend
 from shoal.state._backend import Write as Write
 from shoal.state._codec import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from shoal.state._current import StateTarget as StateTarget
+from shoal.state._current import open_state as open_state
 from shoal.state._postgres import open_postgres as open_postgres
 from shoal.state._redis import open_redis as open_redis
 from shoal.state._sqlite import open_sqlite as open_sqlite
@@ -37,8 +40,10 @@ __all__ = [
     "StateError",
     "StateStore",
     "Transaction",
+    "StateTarget",
     "Write",
     "open_postgres",
     "open_redis",
     "open_sqlite",
+    "open_state",
 ]

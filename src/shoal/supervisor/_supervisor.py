@@ -35,6 +35,8 @@ from shoal.runtime._logging import LEVEL_ENV
 from shoal.runtime._serve import bind_socket
 from shoal.runtime._telemetry import SAMPLE_ENV
 from shoal.sidecar import PORT_ENV as SIDECAR_PORT_ENV
+from shoal.state._current import BACKEND_ENV as STATE_BACKEND_ENV
+from shoal.state._current import URL_ENV as STATE_URL_ENV
 from shoal.supervisor._instance import (
     InstancePlan,
     SupervisedInstance,
@@ -103,6 +105,15 @@ def gateway_tls_env(manifest: Manifest) -> dict[str, str]:
                     "development certificate"
                 )
     return {"SHOAL_TLS_CERT": str(cert), "SHOAL_TLS_KEY": str(key)}
+
+
+def state_env(manifest: Manifest, service: str) -> dict[str, str]:
+    """Where ``shoal.state()`` of mesh service ``service`` stores: its own entry's ``state:``
+    (version entries share their service's state, so they share its backend too)."""
+    spec = manifest.services.get(service)
+    if spec is None:
+        return {}
+    return {STATE_BACKEND_ENV: spec.state.backend, STATE_URL_ENV: spec.state.url or ""}
 
 
 def check_gateway_port(manifest: Manifest) -> None:
@@ -236,6 +247,7 @@ class Supervisor:
             argv = asgi_argv("shoal.gateway:app")
             return InstancePlan(self.app, service, instance, "v1", argv, env, self.directory)
         env["SHOAL_VERSION"] = spec.version
+        env.update(state_env(self.manifest, mesh))
         env.update(spec.env)
         if spec.asgi is not None:
             env["SHOAL_PORT"] = "0"
