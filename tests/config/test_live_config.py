@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 import shoal
 from shoal.backbone import Backbone, EmbeddedNats
@@ -21,7 +21,7 @@ from shoal.backbone._connection import inbox_prefix
 from shoal.config._admin import ConfigAdmin
 from shoal.config._crypto import derive_key, load_or_create_app_key
 from shoal.config._layout import SECRET_PREFIX, bucket_name
-from shoal.config._runtime import LiveConfig
+from shoal.config._runtime import LiveConfig, _Layers
 from shoal.exceptions import BackboneError, ConfigError
 from shoal.manifest import load_manifest
 
@@ -318,3 +318,36 @@ async def test_an_instance_whose_bucket_is_not_made_yet_starts_empty_and_catches
     finally:
         await live.aclose()
         await backbone.aclose()
+
+
+class Window(BaseModel):
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.low >= self.high:
+            raise ValueError("low must be below high")
+        return self
+
+
+def test_changes_that_arrive_together_are_taken_together_if_the_model_takes_them() -> None:
+    changes: list[frozenset[str]] = []
+    live = LiveConfig(
+        cast(Backbone, None), APP, "catalog", "catalog-1",
+        callbacks=[lambda _v, keys: changes.append(keys)],
+    )  # fmt: skip
+
+    def snapshot(**values: int) -> None:  # what a re-watch after a NATS outage delivers
+        layers = _Layers()
+        layers.override = dict(values)
+        live._install(layers)
+
+    snapshot(low=10, high=20)
+    assert live.model(Window) == Window(low=10, high=20)
+    snapshot(low=30, high=40)  # low=30 alone would break the model; with high=40 it fits
+    assert live.model(Window) == Window(low=30, high=40)
+    assert changes == [frozenset({"low", "high"})]
+    snapshot(low=50, high=45)  # no order of the two fits: high alone does, low is refused
+    assert dict(live.values) == {"low": 30, "high": 45}
+    assert changes[-1] == {"high"}

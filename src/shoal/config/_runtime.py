@@ -237,7 +237,7 @@ class LiveConfig:
             for k in wanted.keys() | self._values.keys()
             if wanted.get(k, _MISSING) != self._values.get(k, _MISSING)
         )
-        accepted = [key for key in changed if self._accept(key, wanted.get(key, _MISSING))]
+        accepted = self._accept_changes(wanted, changed)
         first = not self._synced.is_set()  # the values the app starts with: not a change
         self._synced.set()
         if accepted:
@@ -249,37 +249,59 @@ class LiveConfig:
             self._changed.set()
             self._changed = asyncio.Event()
 
+    def _accept_changes(self, wanted: dict[str, Any], changed: list[str]) -> list[str]:
+        """Take ``wanted`` whole if every model takes it; else key by key, refusing the
+        values a model rejects. Returns the keys taken."""
+        if changed and isinstance(self._validate(wanted), dict):
+            self._take(wanted, changed)
+            return changed
+        return [key for key in changed if self._accept(key, wanted.get(key, _MISSING))]
+
+    def _validate(
+        self, trial: dict[str, Any]
+    ) -> dict[type[BaseModel], BaseModel] | tuple[type[BaseModel], ValidationError]:
+        validated: dict[type[BaseModel], BaseModel] = {}
+        for model in self._models:
+            try:
+                validated[model] = model.model_validate(trial)
+            except ValidationError as exc:
+                return model, exc
+        return validated
+
+    def _take(self, trial: dict[str, Any], keys: list[str]) -> None:
+        validated = self._validate(trial)
+        assert isinstance(validated, dict)
+        self._values = trial
+        self._models.update(validated)
+        for key in keys:
+            self._refused.pop(key, None)
+
     def _accept(self, key: str, value: object) -> bool:
         trial = dict(self._values)
         if value is _MISSING:
             trial.pop(key, None)
         else:
             trial[key] = value
-        validated: dict[type[BaseModel], BaseModel] = {}
-        for model in self._models:
-            try:
-                validated[model] = model.model_validate(trial)
-            except ValidationError as exc:
-                shown = "(removed)" if value is _MISSING else json.dumps(value)
-                if self._refused.get(key) == shown:
-                    return False  # refused and said so already; it is tried at each change
-                self._refused[key] = shown
-                log.error(
-                    "config of service %s, instance %s: refused %s=%s: %s (model %s); "
-                    "keeping the last good value %s",
-                    self.service,
-                    self.instance,
-                    key,
-                    shown,
-                    describe_errors(exc),
-                    model.__name__,
-                    json.dumps(self._values.get(key)),
-                )
-                return False
-        self._values = trial
-        self._refused.pop(key, None)
-        self._models.update(validated)
-        return True
+        outcome = self._validate(trial)
+        if isinstance(outcome, dict):
+            self._take(trial, [key])
+            return True
+        model, exc = outcome
+        shown = "(removed)" if value is _MISSING else json.dumps(value)
+        if self._refused.get(key) != shown:  # said once; it is tried again at each change
+            self._refused[key] = shown
+            log.error(
+                "config of service %s, instance %s: refused %s=%s: %s (model %s); "
+                "keeping the last good value %s",
+                self.service,
+                self.instance,
+                key,
+                shown,
+                describe_errors(exc),
+                model.__name__,
+                json.dumps(self._values.get(key)),
+            )
+        return False
 
     def _check_secrets(self, secrets: dict[str, bytes]) -> None:
         for name, sealed in secrets.items():
