@@ -23,6 +23,7 @@ from shoal.exceptions import NoEndpointsError as NoEndpointsError
 from shoal.exceptions import OverloadedError as OverloadedError
 from shoal.exceptions import PortInUseError as PortInUseError
 from shoal.exceptions import RegistryError as RegistryError
+from shoal.exceptions import SagaError as SagaError
 from shoal.exceptions import ServeError as ServeError
 from shoal.exceptions import ShoalError as ShoalError
 from shoal.exceptions import StateError as StateError
@@ -32,6 +33,10 @@ from shoal.manifest import Manifest as Manifest
 from shoal.manifest import load_manifest as load_manifest
 from shoal.mesh import client as client
 from shoal.mesh import deadline as deadline
+from shoal.saga import Saga as Saga
+from shoal.saga import SagaContext as SagaContext
+from shoal.saga import SagaOutcome as SagaOutcome
+from shoal.saga import Step as Step
 from shoal.state._current import (
     state as state,  # shoal.state() (the subpackage: from shoal.state import ...)
 )
@@ -54,9 +59,14 @@ __all__ = [
     "OverloadedError",
     "PortInUseError",
     "RegistryError",
+    "Saga",
+    "SagaContext",
+    "SagaError",
+    "SagaOutcome",
     "ServeError",
     "ShoalError",
     "StateError",
+    "Step",
     "TransportError",
     "UpstreamError",
     "__version__",

@@ -14,6 +14,7 @@ errors) are translated at the edge with ``raise ... from exc``.
     ├── StateError              a state store cannot be used, or a key or value is invalid
     │   └── ConcurrencyError    a write's ETag is stale: the key changed or is gone (``key``)
     ├── ConfigError             a config value, model or secret cannot be used, or no runtime
+    ├── SagaError               a saga is misdefined, or a run was neither completed nor undone
     ├── ServeError              an instance cannot be served
     │   ├── AppImportError      MODULE:APP does not name an importable ASGI app
     │   └── PortInUseError      the port to listen on is taken
@@ -45,6 +46,7 @@ import httpx
 
 if TYPE_CHECKING:
     from shoal.mesh._attempts import Attempt
+    from shoal.saga._model import SagaOutcome
 
 __all__ = [
     "AppImportError",
@@ -63,6 +65,7 @@ __all__ = [
     "OverloadedError",
     "PortInUseError",
     "RegistryError",
+    "SagaError",
     "ServeError",
     "ShoalError",
     "StateError",
@@ -158,6 +161,16 @@ class ConcurrencyError(StateError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+class SagaError(ShoalError):
+    """A saga or one of its steps is misdefined, its stored record cannot be used, or a
+    run could be neither completed nor compensated (``outcome`` then says how it ended:
+    the failure that caused compensation and the compensation's own error)."""
+
+    def __init__(self, message: str, *, outcome: SagaOutcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class ServeError(ShoalError):

@@ -7,19 +7,16 @@ import json
 import re
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 from procs import APPS
 from test_up import running, shoal_cmd
 
+from servers import POSTGRES_DSN, drop_postgres_app, new_app, require_postgres
 from shoal.state import StateTarget, open_state
 
 pytestmark = pytest.mark.integration
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "state"))  # the state suite's helpers
-from state_backends import POSTGRES_DSN, drop_postgres_app, new_app, require_postgres  # noqa: E402
 
 
 def call(app_dir: Path, service: str, path: str, method: str = "GET") -> dict[str, object]:

@@ -60,6 +60,7 @@ def test_public_names() -> None:
         "RouteSpec",
         "ServicePolicy",
         "ServiceSpec",
+        "StateSpec",
         "find_manifest",
         "load_manifest",
         "parse_duration",

@@ -13,20 +13,22 @@ app name of its own and drops what it created.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
-import redis.asyncio as aioredis
 
+from servers import (
+    POSTGRES_DSN,
+    REDIS_URL,
+    drop_postgres_app,
+    drop_redis_app,
+    new_app,
+    require_postgres,
+    require_redis,
+)
 from shoal.state import StateStore, open_postgres, open_redis, open_sqlite
-
-POSTGRES_DSN = os.environ.get("SHOAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("SHOAL_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 class FakeClock:
@@ -54,54 +56,6 @@ class Backend:
         store = await self.opener(service)
         self.stores.append(store)
         return store
-
-
-def unavailable(what: str) -> None:
-    """Fail on CI, skip elsewhere: the server a test needs is not there."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set, so this is a failure)")
-    pytest.skip(what)
-
-
-async def require_postgres() -> None:
-    try:
-        conn = await asyncpg.connect(POSTGRES_DSN, timeout=3)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        unavailable(f"PostgreSQL at {POSTGRES_DSN} is not available: {exc}")
-    else:
-        await conn.close()
-
-
-async def require_redis() -> None:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        await client.ping()
-    except (OSError, aioredis.RedisError) as exc:
-        unavailable(f"Redis at {REDIS_URL} is not available: {exc}")
-    finally:
-        await client.aclose()
-
-
-async def drop_postgres_app(app: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_DSN, timeout=3)
-    try:
-        await conn.execute(f'DROP TABLE IF EXISTS shoal_state."{app}", shoal_outbox."{app}"')
-    finally:
-        await conn.close()
-
-
-async def drop_redis_app(app: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"shoal:{app}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-def new_app() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

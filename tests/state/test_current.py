@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from state_backends import POSTGRES_DSN, drop_postgres_app, new_app, require_postgres
 
 import shoal
+from servers import POSTGRES_DSN, drop_postgres_app, new_app, require_postgres
 from shoal.exceptions import StateError
 from shoal.state import StateTarget, open_state
 from shoal.state import _current as current

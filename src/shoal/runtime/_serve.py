@@ -52,6 +52,7 @@ from shoal.runtime._registration import Registration
 from shoal.runtime._settings import RuntimeSettings
 from shoal.runtime._telemetry import install_tracing
 from shoal.runtime._tls_listener import MtlsListener
+from shoal.saga._resumer import SagaResumer
 from shoal.state._current import close_state
 from shoal.types import ASGIApp
 
@@ -215,6 +216,7 @@ async def _serve(
     shipper.start()
     metrics = MetricsShipper(backbone, settings.app, settings.service, settings.instance)
     metrics.start()
+    sagas = SagaResumer()
     try:
         if settings.tls:
             identity = await _identity(backbone, settings, token, status, registration)
@@ -225,7 +227,7 @@ async def _serve(
         set_current_discovery(discovery)
         set_current_policies(policies)
         config = uvicorn.Config(
-            Inbound(app, status, authenticate=authenticate),
+            Inbound(sagas.around(app), status, authenticate=authenticate),
             loop="none",
             http="httptools",
             ws="none",
@@ -245,6 +247,7 @@ async def _serve(
 
         async def started() -> None:
             await registration.register()
+            sagas.start()  # resume the unfinished runs of the app's sagas
             log.info(
                 "serving %s/%s (app %s) on %s://%s:%d",
                 settings.service,
@@ -276,6 +279,7 @@ async def _serve(
         await live.aclose()
         if identity is not None:
             await identity.aclose()
+        await sagas.aclose()
         await close_state()
         await shipper.aclose()
         await metrics.aclose()
