@@ -257,8 +257,14 @@ def test_the_cli_sets_gets_unsets_and_shows_history_and_secrets_stay_secret(
         # A secret: from stdin, never printed, readable by catalog only.
         stored = _shoal("secret", "set", "catalog", "db_password", "-C", d, env=env, stdin=SECRET)
         assert stored.returncode == 0, stored.stderr
+        inline = _shoal("secret", "set", "catalog", "api_token=tok-123", "-C", d, env=env)
+        assert inline.returncode == 0, inline.stderr
+        assert "can be seen in shell history and ps" in inline.stderr
         listed = _shoal("secret", "list", "catalog", "--json", "-C", d, env=env)
-        assert [r["name"] for r in json.loads(listed.stdout)] == ["db_password"]
+        assert [r["name"] for r in json.loads(listed.stdout)] == ["api_token", "db_password"]
+        nowhere = _shoal("secret", "set", "billing", "x=1", "-C", d, env=env)
+        assert nowhere.returncode == 1
+        assert "no service 'billing'" in nowhere.stderr
         digest = hashlib.sha256(SECRET.encode()).hexdigest()
         deadline = time.monotonic() + 5.0
         while (answer := http.get("/catalog/digest")).text != digest:
