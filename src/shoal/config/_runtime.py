@@ -166,6 +166,7 @@ class LiveConfig:
         while True:
             try:
                 await self._watch()
+                failed = ""  # NATS dropped: watched again once it is back
             except ShoalError as exc:
                 if self._missing:
                     self._missing = False
