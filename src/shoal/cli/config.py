@@ -12,7 +12,7 @@ from urllib.parse import quote
 import typer
 from rich.table import Table
 
-from shoal.cli._app import app, fail, run_guarded, stderr, stdout
+from shoal.cli._app import DirOpt, app, fail, run_guarded, stderr, stdout
 
 __all__ = ["config_app", "secret_app"]
 
@@ -29,7 +29,6 @@ secret_app = typer.Typer(
 app.add_typer(config_app)
 app.add_typer(secret_app)
 
-DirOpt = Annotated[str, typer.Option("--dir", "-C", help="The app's directory.")]
 ServiceArg = Annotated[
     str, typer.Argument(metavar="SERVICE", help="The service (as named in shoal.yaml).")
 ]
