@@ -16,6 +16,8 @@ Backends: SQLite (one WAL file per service under ``DIR/.shoal/state/``), Postgre
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from shoal.exceptions import ConcurrencyError as ConcurrencyError
 from shoal.exceptions import StateError as StateError
 from shoal.state._api import Item as Item
@@ -27,9 +29,11 @@ from shoal.state._backend import Write as Write
 from shoal.state._codec import MAX_KEY_LENGTH as MAX_KEY_LENGTH
 from shoal.state._current import StateTarget as StateTarget
 from shoal.state._current import open_state as open_state
-from shoal.state._postgres import open_postgres as open_postgres
-from shoal.state._redis import open_redis as open_redis
 from shoal.state._sqlite import open_sqlite as open_sqlite
+
+if TYPE_CHECKING:
+    from shoal.state._postgres import open_postgres as open_postgres
+    from shoal.state._redis import open_redis as open_redis
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -47,3 +51,17 @@ __all__ = [
     "open_sqlite",
     "open_state",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``open_postgres`` and ``open_redis`` load their drivers (asyncpg, redis-py: about
+    0.1 s of imports) when first asked for, not in every instance that never uses them."""
+    if name == "open_postgres":
+        from shoal.state._postgres import open_postgres
+
+        return open_postgres
+    if name == "open_redis":
+        from shoal.state._redis import open_redis
+
+        return open_redis
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

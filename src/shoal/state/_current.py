@@ -21,8 +21,6 @@ from pathlib import Path
 from shoal.exceptions import StateError
 from shoal.state._api import StateStore
 from shoal.state._backend import OutboxRecord, StateBackend, Write
-from shoal.state._postgres import open_postgres
-from shoal.state._redis import open_redis
 from shoal.state._sqlite import open_sqlite, state_file
 
 __all__ = [
@@ -90,9 +88,13 @@ class StateTarget:
 
 async def open_state(target: StateTarget) -> StateStore:
     """Open the store ``target`` names (what ``shoal.state()`` does on first use)."""
-    if target.backend == "postgres":
+    if target.backend == "postgres":  # the drivers are imported only by the services using them
+        from shoal.state._postgres import open_postgres
+
         return await open_postgres(target.expanded_url(), target.app, target.service)
     if target.backend == "redis":
+        from shoal.state._redis import open_redis
+
         return await open_redis(target.expanded_url(), target.app, target.service)
     return await open_sqlite(target.app_dir, target.service)
 
