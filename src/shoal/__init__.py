@@ -6,6 +6,9 @@ The names a service author imports. Everything else lives in subpackages
 
 from __future__ import annotations
 
+from shoal.config import config as config
+from shoal.config import on_config_change as on_config_change
+from shoal.config import secret as secret
 from shoal.events import Event as Event
 from shoal.events import publish as publish
 from shoal.events import subscribe as subscribe
@@ -15,6 +18,7 @@ from shoal.exceptions import BreakerOpenError as BreakerOpenError
 from shoal.exceptions import BudgetExhaustedError as BudgetExhaustedError
 from shoal.exceptions import CallTimeoutError as CallTimeoutError
 from shoal.exceptions import ConcurrencyError as ConcurrencyError
+from shoal.exceptions import ConfigError as ConfigError
 from shoal.exceptions import DeadlineExceededError as DeadlineExceededError
 from shoal.exceptions import EndpointsUnreachableError as EndpointsUnreachableError
 from shoal.exceptions import EventsError as EventsError
@@ -51,6 +55,7 @@ __all__ = [
     "BudgetExhaustedError",
     "CallTimeoutError",
     "ConcurrencyError",
+    "ConfigError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
     "Event",
@@ -74,9 +79,12 @@ __all__ = [
     "UpstreamError",
     "__version__",
     "client",
+    "config",
     "deadline",
     "load_manifest",
     "publish",
+    "on_config_change",
+    "secret",
     "state",
     "subscribe",
 ]

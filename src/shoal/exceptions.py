@@ -13,6 +13,7 @@ errors) are translated at the edge with ``raise ... from exc``.
     ├── TelemetryError          the telemetry store under DIR/.shoal/ cannot be used
     ├── StateError              a state store cannot be used, or a key or value is invalid
     │   └── ConcurrencyError    a write's ETag is stale, or a create-only key exists (``key``)
+    ├── ConfigError             a config value, model or secret cannot be used, or no runtime
     ├── SagaError               a saga is misdefined, or a run was neither completed nor undone
     ├── EventsError             an event cannot be published or consumed as asked (topic, payload)
     │   └── PublishError        JetStream did not acknowledge a publish within its timeout
@@ -56,6 +57,7 @@ __all__ = [
     "BudgetExhaustedError",
     "CallTimeoutError",
     "ConcurrencyError",
+    "ConfigError",
     "DeadlineExceededError",
     "EndpointsUnreachableError",
     "EventsError",
@@ -159,6 +161,11 @@ class TelemetryError(ShoalError):
 
 class StateError(ShoalError):
     """A state store cannot be opened or reached, or a key or value cannot be stored."""
+
+
+class ConfigError(ShoalError):
+    """Configuration or a secret cannot be used: outside `shoal serve`, a value that does not
+    fit the model asked for, an unknown service or key, a secret that is absent."""
 
 
 class ConcurrencyError(StateError):

@@ -46,8 +46,8 @@ CASES = [
         """,
         [
             "shoal.yaml:5:5: services.orders.colour: unknown key (valid keys: asgi, command, "
-            "env, limits, outlier, port, replicas, retries, routes, service, state, timeout, "
-            "traffic, version)"
+            "config, env, limits, outlier, port, replicas, retries, routes, service, state, "
+            "timeout, traffic, version)"
         ],
         id="unknown-key-without-close-match",
     ),

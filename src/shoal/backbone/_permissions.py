@@ -16,6 +16,8 @@ service a user of its own whose permissions are an allow-list: it may
   from and ack consumers of the events stream (NATS cannot match a consumer-name
   prefix, so not only its own: see ``shoal.events``); never create, change or
   delete a stream, nor publish a replay (the admin's ``shoal events replay``);
+* read and watch its own config and secrets bucket, and no other service's (see
+  ``shoal.config._layout.read_subjects``);
 * receive replies on its own inbox, ``_INBOX_<service>.>``, and nobody else's.
 
 Everything else is denied by NATS itself; a violation is an error to the client.
@@ -29,7 +31,6 @@ from shoal.backbone._connection import inbox_prefix
 from shoal.backbone._policies import policy_bucket_name
 from shoal.backbone._registry import bucket_name as registry_bucket_name
 from shoal.backbone._trust import ca_subject, trust_bucket_name
-from shoal.events._permissions import event_permissions
 
 __all__ = ["service_permissions", "users_block"]
 
@@ -56,7 +57,12 @@ def service_permissions(app: str, service: str) -> dict[str, dict[str, list[str]
             f"$JS.API.DIRECT.GET.{stream}.>",
             f"$JS.API.STREAM.MSG.GET.{stream}",
         ]
+    # The building blocks sit above the backbone: their subjects are imported here, late.
+    from shoal.config._layout import read_subjects as config_read_subjects
+    from shoal.events._permissions import event_permissions
+
     publish += event_permissions(app, service)
+    publish += config_read_subjects(app, service)
     return {"publish": {"allow": publish}, "subscribe": {"allow": [f"{inbox_prefix(service)}.>"]}}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shoal.cli import apply as _apply  # noqa: F401  (registers the command)
 from shoal.cli import backbone as _backbone  # noqa: F401  (registers the command)
+from shoal.cli import config as _config  # noqa: F401  (registers the commands)
 from shoal.cli import dashboard as _dashboard  # noqa: F401  (registers the command)
 from shoal.cli import events as _events  # noqa: F401  (registers the command)
 from shoal.cli import ops as _ops  # noqa: F401  (registers the command)

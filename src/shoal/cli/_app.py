@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ app = typer.Typer(
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DirOpt = Annotated[str, typer.Option("--dir", "-C", help="The app's directory.")]
+"""The ``--dir``/``-C`` option of every command that talks to a running app."""
 
 _state: dict[str, bool] = {"debug": False}
 

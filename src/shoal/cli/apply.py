@@ -45,9 +45,9 @@ def apply(
 ) -> None:
     """Validate shoal.yaml, then apply its traffic policy to the running app without restarts.
 
-    Timeouts, retries, outlier ejection, limits, routes and traffic splits change
-    live in every process. Other changes (replicas, new services, commands) are
-    listed with the `shoal scale` or `shoal restart` that applies them.
+    Timeouts, retries, outlier ejection, limits, routes, traffic splits and each
+    service's `config:` change live in every process. Other changes (replicas, new
+    services, commands) are listed with the `shoal scale` or `shoal restart` that applies them.
     """
     from shoal.control import ControlClient
 

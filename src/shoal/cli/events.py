@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from shoal.cli._app import app, run_guarded, stdout
+from shoal.cli._app import DirOpt, app, run_guarded, stdout
+from shoal.cli.ops import _control
 
 __all__ = ["events", "replay"]
 
@@ -20,14 +20,6 @@ events = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(events)
-
-DirOpt = Annotated[str, typer.Option("--dir", "-C", help="The app's directory.")]
-
-
-def _control(directory: str) -> Any:
-    from shoal.control import ControlClient
-
-    return ControlClient(Path(directory), timeout=60.0)
 
 
 def _print(value: Any) -> None:

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from shoal.cli._app import app, fail, run_guarded, stdout
+from shoal.cli._app import DirOpt, app, fail, run_guarded, stdout
 
 if TYPE_CHECKING:
     from shoal.mesh import Attempt
 
 __all__ = ["call", "logs", "ps", "restart", "scale"]
 
-DirOpt = Annotated[str, typer.Option("--dir", "-C", help="The app's directory.")]
 PS_KEYS = (
     "service",
     "instance",

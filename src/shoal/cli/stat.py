@@ -12,8 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from shoal.cli._app import app, run_guarded, stdout
-from shoal.cli.ops import DirOpt, _control
+from shoal.cli._app import DirOpt, app, run_guarded, stdout
+from shoal.cli.ops import _control
 
 __all__ = ["stat", "stat_tables", "top"]
 

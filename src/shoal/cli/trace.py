@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from shoal.cli._app import app, fail, run_guarded, stdout
-from shoal.cli.ops import DirOpt, _control
+from shoal.cli._app import DirOpt, app, fail, run_guarded, stdout
+from shoal.cli.ops import _control
 
 __all__ = ["trace", "waterfall"]
 

@@ -17,6 +17,7 @@ GET  /v1/events    event streams, consumers, dead letters; POST /v1/events/repla
 POST /v1/dashboard/ticket  a one-time dashboard login link (see _dashboard.py; the page's
                    session cookie admits GETs only)
 POST /v1/down      stop the app gracefully (answers 202 first)
+/v1/config/..., /v1/secrets/...   `shoal config` and `shoal secret` (see _config_api.py)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from shoal._asgi import read_body, send_json
+from shoal.control._config_api import CONFIG_PREFIXES, config_route
 from shoal.control._dashboard import Dashboard
 from shoal.control._telemetry_api import TELEMETRY_GETS, Query, Text, send_text
 from shoal.events._control import events_route
@@ -83,6 +85,8 @@ class ControlAPI:
 
     async def _route(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, Any]:
         sup = self.supervisor
+        if path.startswith(CONFIG_PREFIXES):
+            return await config_route(sup.config_admin, method, path, data)
         if (method, path) == ("GET", "/v1/status"):
             pending = sup.not_ready()
             return 200, {

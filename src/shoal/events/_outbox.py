@@ -26,9 +26,8 @@ import os
 from collections.abc import Callable, Mapping
 
 from shoal.events._consumer import StoreSource
-from shoal.events._publisher import Publisher
-from shoal.events._tracing import producer_span
-from shoal.events._wire import EncodedEvent, encode_event
+from shoal.events._publisher import Publisher, encode_in_span
+from shoal.events._wire import EncodedEvent
 from shoal.exceptions import EventsError, ShoalError
 from shoal.runtime._context import current_publisher
 from shoal.state._api import Transaction
@@ -64,22 +63,7 @@ def stage_event(
     headers: Mapping[str, str] | None = None,
 ) -> str:
     """Encode the event (EventsError for bad input) and stage it in ``tx``; its id."""
-    source = _source()
-    span = producer_span(source, topic)
-    try:
-        event = encode_event(
-            source,
-            topic,
-            data,
-            key=key,
-            headers=headers,
-            traceparent=span.traceparent,
-            tracestate=span.tracestate,
-        )
-    except EventsError as exc:
-        span.end(str(exc))
-        raise
-    span.set("messaging.message.id", event.id)
+    event, span = encode_in_span(_source(), topic, data, key=key, headers=headers)
     span.set("shoal.outbox", True)
     tx.add_outbox(OutboxRecord(event.id, json.dumps(event.to_json(), separators=(",", ":"))))
     span.end()

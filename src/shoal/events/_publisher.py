@@ -19,11 +19,11 @@ import nats.js.errors
 
 from shoal.backbone._connection import Backbone
 from shoal.events._names import event_subject
-from shoal.events._tracing import producer_span
+from shoal.events._tracing import EventSpan, producer_span
 from shoal.events._wire import EncodedEvent, encode_event
 from shoal.exceptions import EventsError, PublishError
 
-__all__ = ["DEFAULT_PUBLISH_TIMEOUT", "Publisher"]
+__all__ = ["DEFAULT_PUBLISH_TIMEOUT", "Publisher", "encode_in_span"]
 
 log = logging.getLogger("shoal.events")
 
@@ -31,6 +31,35 @@ DEFAULT_PUBLISH_TIMEOUT = 30.0
 ATTEMPT_TIMEOUT = 5.0
 """Seconds to wait for one try's ack before sending the message again (same id)."""
 _RETRY_PAUSE = 0.05
+
+
+def encode_in_span(
+    source: str,
+    topic: str,
+    data: object,
+    *,
+    key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[EncodedEvent, EventSpan]:
+    """The event, encoded inside its producer span (a child of the current span), whose
+    context it carries; the span is left open for the caller to end. EventsError (the
+    span ended with it) for bad input."""
+    span = producer_span(source, topic)
+    try:
+        event = encode_event(
+            source,
+            topic,
+            data,
+            key=key,
+            headers=headers,
+            traceparent=span.traceparent,
+            tracestate=span.tracestate,
+        )
+    except EventsError as exc:
+        span.end(str(exc))
+        raise
+    span.set("messaging.message.id", event.id)
+    return event, span
 
 
 class Publisher:
@@ -78,21 +107,7 @@ class Publisher:
         EventsError for a bad topic, payload or header (nothing is sent);
         PublishError if no ack came within ``timeout`` seconds (30 by default).
         """
-        span = producer_span(self.service, topic)
-        try:
-            event = encode_event(
-                self.service,
-                topic,
-                data,
-                key=key,
-                headers=headers,
-                traceparent=span.traceparent,
-                tracestate=span.tracestate,
-            )
-        except EventsError as exc:
-            span.end(str(exc))
-            raise
-        span.set("messaging.message.id", event.id)
+        event, span = encode_in_span(self.service, topic, data, key=key, headers=headers)
         try:
             await self.send(event, timeout=timeout)
         except BaseException as exc:

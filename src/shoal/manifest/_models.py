@@ -53,6 +53,7 @@ from shoal.manifest._checks import (
     problem,
     validate_with,
 )
+from shoal.manifest._config import ConfigMap, config_extras
 from shoal.manifest._jwt import JwtSpec
 from shoal.manifest._policy import (
     DEFAULT_POLICY,
@@ -234,7 +235,7 @@ def _kind_extras(data: Mapping[object, object]) -> list[Extra]:
 def _service_extras(data: object) -> list[Extra]:
     if not isinstance(data, Mapping):
         return []
-    return [*_kind_extras(data), *order_extras(data)]
+    return [*_kind_extras(data), *order_extras(data), *config_extras(data)]
 
 
 class ServiceSpec(BaseModel):
@@ -256,6 +257,8 @@ class ServiceSpec(BaseModel):
     limits: LimitsPolicy = DEFAULT_POLICY.limits
     routes: tuple[RoutePolicy, ...] = ()
     traffic: TrafficPolicy = DEFAULT_POLICY.traffic
+    config: ConfigMap = Field(default_factory=dict)
+    """Configuration values (JSON); `shoal config set` overrides them live."""
     state: StateField = StateSpec()
     """Where ``shoal.state()`` keeps this service's keys (SQLite unless told otherwise)."""
 

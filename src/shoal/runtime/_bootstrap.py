@@ -1,10 +1,10 @@
 """Secrets an instance gets from the supervisor that spawned it, through an inherited pipe.
 
 The supervisor writes one JSON object into a pipe and passes its read end as
-``SHOAL_BOOTSTRAP_FD``: the bootstrap token for the first certificate and the
-NATS URL with the instance's credentials. Neither is in the argv or the
-environment, so neither shows in `ps`, ``/proc/PID/environ`` or the app's
-``os.environ``.
+``SHOAL_BOOTSTRAP_FD``: the bootstrap token for the first certificate, the
+NATS URL with the instance's credentials and its service's secret key (see
+``shoal.config._crypto``). None is in the argv or the environment, so none
+shows in `ps`, ``/proc/PID/environ`` or the app's ``os.environ``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ __all__ = ["BOOTSTRAP_FD_ENV", "encode_bootstrap", "read_bootstrap"]
 BOOTSTRAP_FD_ENV = "SHOAL_BOOTSTRAP_FD"
 
 
-def encode_bootstrap(*, token: str = "", nats_url: str = "") -> bytes:
-    return json.dumps({"token": token, "nats_url": nats_url}).encode()
+def encode_bootstrap(*, token: str = "", nats_url: str = "", secret_key: str = "") -> bytes:
+    return json.dumps({"token": token, "nats_url": nats_url, "secret_key": secret_key}).encode()
 
 
 def read_bootstrap(env: MutableMapping[str, str] | None = None) -> dict[str, str]:

@@ -32,6 +32,8 @@ from uvicorn.config import STARTUP_FAILURE
 from shoal.backbone._connection import Backbone, inbox_prefix
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
+from shoal.config._api import change_callbacks, set_current_config
+from shoal.config._runtime import LiveConfig, instance_key
 from shoal.events._runtime import EventsRuntime
 from shoal.exceptions import PortInUseError, ServeError
 from shoal.registry._discovery import Discovery
@@ -98,7 +100,9 @@ def run_instance(target: str, settings: RuntimeSettings, *, log_level: str = "in
     app = import_app(target, settings.app_dir)
     sock = bind_socket(settings.host, settings.port)
     try:
-        return _run(_serve(app, sock, settings, log_level, secrets.get("token")))
+        given = secrets.get("secret_key")
+        key = instance_key(settings.app, settings.service, given, settings.app_dir)
+        return _run(_serve(app, sock, settings, log_level, secrets.get("token"), key))
     finally:
         sock.close()
 
@@ -179,6 +183,7 @@ async def _serve(
     settings: RuntimeSettings,
     log_level: str,
     token: str | None = None,
+    secret_key: bytes | None = None,
 ) -> int:
     host, port = sock.getsockname()[:2]
     record = InstanceRecord(
@@ -204,6 +209,14 @@ async def _serve(
         NatsRegistry(backbone, settings.app), status, settings.heartbeat_interval
     )
     unsubscribe = backbone.on_back(registration.refresh_now)
+    live = LiveConfig(
+        backbone,
+        settings.app,
+        settings.service,
+        settings.instance,
+        secret_key=secret_key,
+        callbacks=change_callbacks(),
+    )
     identity: WorkloadIdentity | None = None
     install_logging(settings.app, settings.service, settings.instance, default_level=log_level)
     shipper = install_tracing(backbone, settings.app, settings.service, settings.instance)
@@ -217,7 +230,8 @@ async def _serve(
             identity = await _identity(backbone, settings, token, status, registration)
         # The gateway's own port faces outside clients: plaintext (or their TLS), not mTLS.
         authenticate = identity is not None and settings.service != GATEWAY_SERVICE
-        await asyncio.gather(discovery.start(), policies.start())
+        await asyncio.gather(discovery.start(), policies.start(), live.start())
+        set_current_config(live)  # before the app's startup: shoal.config() works there
         set_current_discovery(discovery)
         set_current_policies(policies)
         config = uvicorn.Config(
@@ -272,6 +286,8 @@ async def _serve(
         set_current_policies(None)
         set_current_identity(None)
         await events.aclose()
+        set_current_config(None)
+        await live.aclose()
         if identity is not None:
             await identity.aclose()
         await sagas.aclose()

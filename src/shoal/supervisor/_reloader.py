@@ -1,10 +1,10 @@
-"""Changing a running app's traffic policy: re-read ``shoal.yaml``, validate, publish.
+"""Changing a running app's traffic policy and config: re-read ``shoal.yaml``, validate, publish.
 
 Triggered by `shoal apply` (through the control API) or by the manifest file
 changing on disk (its modification time and size, polled). An invalid manifest
 changes nothing: every problem is reported and the policies in force stay.
-Only traffic policy is applied live; other changes (replicas, new services, a
-new command) are reported with the command that applies them.
+Traffic policy and each service's ``config:`` are applied live; other changes
+(replicas, new services, a new command) are reported with the command that applies them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from shoal.manifest import Manifest, ServicePolicy, ServiceSpec, load_manifest
 __all__ = ["ApplyResult", "ManifestReloader", "PolicyPublisher", "not_applied"]
 
 _POLICY_FIELDS = frozenset(ServicePolicy.model_fields)
+
+
+class ConfigPublisher(Protocol):
+    """Where each service's ``config:`` goes (``ConfigAdmin``); returns the services changed."""
+
+    async def publish(self, manifest: Manifest) -> list[str]: ...
 
 
 class PolicyPublisher(Protocol):
@@ -46,7 +52,7 @@ def _spec_changes(old: ServiceSpec, new: ServiceSpec) -> list[str]:
     return [
         name
         for name in ServiceSpec.model_fields
-        if name not in _POLICY_FIELDS and name != "replicas"
+        if name not in _POLICY_FIELDS and name not in ("replicas", "config")
         if getattr(old, name) != getattr(new, name)
     ]
 
@@ -101,12 +107,14 @@ class ManifestReloader:
         *,
         on_applied: Callable[[Manifest], None] | None = None,
         interval: float = 1.0,
+        config: ConfigPublisher | None = None,
     ) -> None:
         self.manifest = manifest
         self.path = manifest.path
         self._policies = policies
         self._say = say
         self._on_applied = on_applied
+        self._config = config
         self.interval = interval
         self._seen = _signature(self.path)
         self._lock = asyncio.Lock()
@@ -127,6 +135,8 @@ class ManifestReloader:
                 )
                 raise
             changed = await self._policies.publish(new.policies())
+            if self._config is not None:  # says what it changed itself
+                await self._config.publish(new)
             notes = not_applied(self.manifest, new)
             self.manifest = new
             if self._on_applied is not None:

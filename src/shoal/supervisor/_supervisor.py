@@ -22,6 +22,7 @@ from shoal.backbone._connection import Backbone, without_credentials
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
 from shoal.backbone._server import EmbeddedNats
+from shoal.config._admin import ConfigAdmin
 from shoal.control._ca import DEFAULT_SVID_LIFETIME, CertificateAuthority, describe_certificate
 from shoal.control._devcert import dev_certificate
 from shoal.control._issuer import Issuer
@@ -162,6 +163,8 @@ class Supervisor:
         self.telemetry: TelemetryCollector | None = None
         self.metrics: MetricsAggregator | None = None
         self._history_task: asyncio.Task[None] | None = None
+        self.config_admin: ConfigAdmin | None = None
+        """`shoal config` and `shoal secret`: the config buckets and the app key."""
 
     @property
     def backbone(self) -> Backbone:
@@ -195,6 +198,8 @@ class Supervisor:
         self._history_task = asyncio.create_task(history.run(), name="shoal-metric-history")
         self._policies = NatsPolicies(self._backbone, self.app)
         await self._policies.publish(self.manifest.policies())
+        self.config_admin = ConfigAdmin(self._backbone, self.manifest, self.state_dir, self.say)
+        await self.config_admin.publish(self.manifest)
         if self.tls:
             ca = await asyncio.to_thread(
                 CertificateAuthority.load_or_create, self.directory, self.app
@@ -216,6 +221,7 @@ class Supervisor:
             self.say,
             on_applied=self._adopt,
             interval=self._manifest_poll,
+            config=self.config_admin,
         )
         self._reload_task = asyncio.create_task(self._reloader.run(), name="shoal-manifest-watch")
 
@@ -306,7 +312,9 @@ class Supervisor:
             token = self.issuer.mint(service) if self.issuer is not None else ""
             nats = self._nats
             url = nats.service_url(service) if nats and nats.has_service(service) else self.nats_url
-            return encode_bootstrap(token=token, nats_url=url)
+            admin = self.config_admin
+            key = admin.service_key(service) if admin is not None else ""
+            return encode_bootstrap(token=token, nats_url=url, secret_key=key)
 
         return secrets
 
