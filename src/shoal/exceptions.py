@@ -12,7 +12,7 @@ errors) are translated at the edge with ``raise ... from exc``.
     │   └── SvidRejectedError   a presented certificate chain is not a valid SVID (``reason``)
     ├── TelemetryError          the telemetry store under DIR/.shoal/ cannot be used
     ├── StateError              a state store cannot be used, or a key or value is invalid
-    │   └── ConcurrencyError    a write's ETag is stale: the key changed or is gone (``key``)
+    │   └── ConcurrencyError    a write's ETag is stale, or a create-only key exists (``key``)
     ├── ConfigError             a config value, model or secret cannot be used, or no runtime
     ├── SagaError               a saga is misdefined, or a run was neither completed nor undone
     ├── EventsError             an event cannot be published or consumed as asked (topic, payload)
@@ -169,8 +169,9 @@ class ConfigError(ShoalError):
 
 
 class ConcurrencyError(StateError):
-    """A write carried an ETag that is no longer current: the key was changed or deleted
-    since it was read. ``key`` names it; read it again and retry."""
+    """A write's condition failed: its ETag is no longer current (the key was changed or
+    deleted since it was read), or a create-only write (``absent=True``) found the key
+    already there. ``key`` names it; read it again and retry."""
 
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)

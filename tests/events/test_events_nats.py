@@ -20,7 +20,7 @@ from shoal.events._deadletter import send_dead_letter
 from shoal.events._names import events_stream
 from shoal.exceptions import EventsError, PublishError
 from shoal.mesh import _spans
-from shoal.state import Transaction, open_sqlite
+from shoal.state import StateStore, Transaction, open_sqlite
 
 APP = "evt"
 
@@ -212,6 +212,56 @@ async def test_an_idempotent_handler_commits_once_and_skips_a_redelivered_event(
         assert await store.get("order:1") == event_id
     finally:
         await store.aclose()
+
+
+async def test_two_instances_running_one_event_at_once_commit_it_once(
+    backbone: Backbone, tmp_path: Path
+) -> None:
+    """A redelivery handled by a second instance while the first still runs the event
+    (here: the event again on the replay subject): both handlers run, both commits are
+    attempted, exactly one lands; the other finds the marker and skips the event."""
+    stores = [await open_sqlite(tmp_path, "billing") for _ in range(2)]
+    inside: list[str] = []
+    both_inside = asyncio.Event()
+
+    def handler(instance: str) -> Callable[[shoal.Event, Transaction], Awaitable[None]]:
+        async def handle(event: shoal.Event, tx: Transaction) -> None:
+            inside.append(instance)
+            if len(inside) == 2:
+                both_inside.set()
+            await asyncio.wait_for(both_inside.wait(), 10)  # both past the marker check
+            tx.set(f"handled-by:{instance}", event.id)
+
+        return handle
+
+    def instance(name: str, store: StateStore) -> Subscriber:
+        sub = make_subscription("order.paid", handler(name), idempotent=True, concurrency=1)
+        return Subscriber(backbone, APP, "billing", [sub], store=store)
+
+    subscribers = [instance(name, store) for name, store in zip("ab", stores, strict=True)]
+    try:
+        await subscribers[0].start()
+        event_id = await Publisher(backbone, APP, "orders").publish("order.paid", {"order": 1})
+        await _eventually(lambda: inside == ["a"])
+        await subscribers[1].start()  # a holds its one slot: the copy goes to b
+        raw = await backbone.js.get_msg(events_stream(APP), 1)
+        headers = {k: v for k, v in (raw.headers or {}).items() if k != "Nats-Msg-Id"}
+        await backbone.js.publish(
+            "shoal.evt.replay.billing.order.paid", raw.data or b"", headers=headers
+        )
+        consumers = [s.consumers[0] for s in subscribers]
+        await _eventually(lambda: sum(c.handled for c in consumers) == 2)
+        assert sorted(inside) == ["a", "b"]
+        assert sum(c.skipped for c in consumers) == 1
+        assert sum(c.retried + c.dead_lettered for c in consumers) == 0
+        committed = await stores[0].list("handled-by:")
+        assert len(committed) == 1, committed
+        assert committed[0][1] == event_id
+    finally:
+        for subscriber in subscribers:
+            await subscriber.aclose()
+        for store in stores:
+            await store.aclose()
 
 
 async def test_the_consumer_span_is_a_child_of_the_publishers(backbone: Backbone) -> None:

@@ -259,29 +259,34 @@ async def test_running_an_id_again_returns_the_stored_outcome(store: StateStore)
 
 
 class SlowReads:
-    """A backend whose reads answer late, so two instances both see a run absent."""
+    """A backend whose reads answer ``delay`` seconds late, so two instances both see a
+    run absent; with different delays, the quicker one creates and drives it before the
+    slower one tries to create it."""
 
-    def __init__(self, backend: StateBackend) -> None:
+    def __init__(self, backend: StateBackend, delay: float = 0.02) -> None:
         self._backend = backend
+        self._delay = delay
         self.name, self.where = backend.name, backend.where
 
     async def get(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
         found = await self._backend.get(keys)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(self._delay)
         return found
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
 
 
-async def test_two_instances_starting_the_same_id_at_once_run_it_once(
+async def test_instances_starting_the_same_id_at_once_run_it_once(
     store: StateStore,
 ) -> None:
     shop, time = Shop(), FakeTime()
     slow = StateStore(SlowReads(store.backend))
+    slower = StateStore(SlowReads(store.backend, 0.1))
     a = saga(slow, time, shop.steps(), owner="a")
     b = saga(slow, time, shop.steps(), owner="b")
-    outcomes = await asyncio.gather(*(s.run(f"ord-{n}") for n in range(3) for s in (a, b)))
+    late = saga(slower, time, shop.steps(), owner="late")
+    outcomes = await asyncio.gather(*(s.run(f"ord-{n}") for n in range(3) for s in (a, b, late)))
     assert all(o.completed for o in outcomes)
     assert sorted(c.id for c in shop.contexts if c.step == "reserve") == [
         f"ord-{n}" for n in range(3)

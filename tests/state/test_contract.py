@@ -446,3 +446,151 @@ async def test_outbox_records_commit_with_the_transaction(store: StateStore) -> 
     ]
     await backend.outbox_remove(["e1", "unknown"])
     assert await backend.outbox_pending(10) == [OutboxRecord("e2", "second")]
+
+
+async def test_a_create_only_write_stores_a_fresh_key(store: StateStore) -> None:
+    etag = await store.set("k", {"new": True}, absent=True, ttl=60)
+    assert await store.get_item("k") == Item({"new": True}, etag)
+
+
+async def test_a_create_only_write_on_an_existing_key_raises_and_writes_nothing(
+    store: StateStore,
+) -> None:
+    etag = await store.set("k", 1)
+    with pytest.raises(ConcurrencyError, match=r"'k'.*already exists") as caught:
+        await store.set("k", 2, absent=True)
+    assert caught.value.key == "k"
+    assert await store.get_item("k") == Item(1, etag)
+    await store.delete("k")
+    await store.set("k", 3, absent=True)  # a deleted key is absent again
+    assert await store.get("k") == 3
+
+
+async def test_a_create_only_write_on_an_expired_key_succeeds(
+    backend: Backend, store: StateStore
+) -> None:
+    await store.set("k", 1, ttl=0.3)
+    with pytest.raises(ConcurrencyError):
+        await store.set("k", 2, absent=True)
+    await backend.advance(0.6)
+    etag = await store.set("k", 3, absent=True)
+    await backend.advance(0.6)  # the new write is permanent: no TTL left over from the old
+    assert await store.get_item("k") == Item(3, etag)
+    async with store.transaction() as tx:
+        tx.set("short", 1, ttl=0.3)
+    await backend.advance(0.6)
+    async with store.transaction() as tx:  # the same, inside a transaction
+        tx.set("short", 2, absent=True)
+        tx.set("other", 1)
+    assert await store.get_many(["short", "other"]) == {"short": 2, "other": 1}
+
+
+async def test_a_create_only_write_in_a_transaction_is_all_or_nothing(
+    store: StateStore,
+) -> None:
+    await store.set("taken", "first")
+    await store.set("gone", 1)
+    etag = await store.set("balance", 10)
+
+    async def create_a_taken_key() -> None:
+        async with store.transaction() as tx:
+            tx.set("fresh", 1, absent=True)
+            tx.set("balance", 9, etag=etag)
+            tx.delete("gone")
+            tx.set("taken", "second", absent=True)
+            tx.add_outbox(OutboxRecord("e1", "rolled back"))
+
+    with pytest.raises(ConcurrencyError, match="'taken'"):
+        await create_a_taken_key()
+    assert await store.get_many(["fresh", "balance", "gone", "taken"]) == {
+        "balance": 10,
+        "gone": 1,
+        "taken": "first",
+    }
+    assert await store.backend.outbox_pending(10) == []
+    async with store.transaction() as tx:
+        tx.set("fresh", 1, absent=True)
+        tx.set("balance", 9, etag=etag)
+        tx.delete("gone")
+    assert await store.get_many(["fresh", "balance", "gone"]) == {"fresh": 1, "balance": 9}
+
+
+async def test_create_only_writes_fold_with_the_transactions_own_writes(
+    store: StateStore,
+) -> None:
+    await store.set("old", 1)
+    async with store.transaction() as tx:
+        etag = tx.set("new", 1, absent=True)
+        second = tx.set("new", 2, etag=etag)  # chained: the create-only check stays
+        tx.delete("old")
+        tx.set("old", 2, absent=True)  # absent after the staged delete: an overwrite
+    assert await store.get_item("new") == Item(2, second)
+    assert await store.get("old") == 2
+
+    async def create_twice() -> None:
+        async with store.transaction() as tx:
+            tx.set("other", 1)
+            tx.set("twice", 1, absent=True)
+            with contextlib.suppress(ConcurrencyError):
+                tx.set("twice", 2, absent=True)  # the transaction has set it: dooms it
+
+    with pytest.raises(ConcurrencyError, match="'twice'"):
+        await create_twice()
+    assert await store.get_many(["other", "twice"]) == {}
+
+    async def create_then_delete_a_taken_key() -> None:
+        async with store.transaction() as tx:
+            tx.set("other", 1)
+            tx.set("new", 3, absent=True)
+            tx.delete("new")  # nets to no write, but the check still holds
+
+    with pytest.raises(ConcurrencyError, match="'new'"):
+        await create_then_delete_a_taken_key()
+    assert await store.get_many(["other", "new"]) == {"new": 2}
+    async with store.transaction() as tx:
+        tx.set("brief", 1, absent=True)
+        tx.delete("brief")
+    assert await store.get("brief") is None
+
+
+async def test_exactly_one_of_concurrent_creators_wins(backend: Backend) -> None:
+    stores = [await backend.open("svc") for _ in range(5)]
+    for round_ in range(3):
+        key = f"run:{round_}"
+
+        async def create(store: StateStore, n: int, key: str = key) -> str | None:
+            try:
+                if n % 2:
+                    return await store.set(key, n, absent=True)
+                async with store.transaction() as tx:
+                    etag = tx.set(key, n, absent=True)
+                    tx.set(f"{key}:by:{n}", n)
+                return etag
+            except ConcurrencyError:
+                return None
+
+        results = await asyncio.gather(*(create(stores[i % 5], i) for i in range(10)))
+        winners = [(i, r) for i, r in enumerate(results) if r is not None]
+        assert len(winners) == 1, winners
+        ((n, etag),) = winners
+        assert await stores[0].get_item(key) == Item(n, etag)
+        assert [k for k, _ in await stores[0].list(f"{key}:by:")] == (
+            [] if n % 2 else [f"{key}:by:{n}"]
+        )
+
+
+async def test_a_write_with_both_etag_and_absent_is_refused(store: StateStore) -> None:
+    etag = await store.set("k", 1)
+    with pytest.raises(StateError, match="not both"):
+        await store.set("k", 2, etag=etag, absent=True)
+    with pytest.raises(StateError, match="absent"):
+        await store.set("k", 2, absent="yes")  # type: ignore[arg-type]
+
+    async def stage_both() -> None:
+        async with store.transaction() as tx:
+            tx.set("other", 1)
+            tx.set("k", 2, etag=etag, absent=True)
+
+    with pytest.raises(StateError, match="not both"):
+        await stage_both()
+    assert await store.get_many(["k", "other"]) == {"k": 1}

@@ -58,7 +58,8 @@ StoreSource = Callable[[], Awaitable["StateStore"]]
 SEEN_TTL = 7 * 86_400.0
 """Seconds an idempotent consumer remembers a handled event id (longer than any redelivery)."""
 TX_ATTEMPTS = 10
-"""Runs of an idempotent handler whose commit met a stale ETag, before it counts as failed."""
+"""Runs of an idempotent handler whose commit met a stale ETag, before it counts as failed
+(a commit that lost the event's marker to another instance is skipped on the next run)."""
 PULL_EXPIRES = 5.0
 MAX_ACK_PENDING = 1024
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
@@ -254,7 +255,7 @@ class EventConsumer:
         keepalive = KeepAlive(msg, self.sub.ack_wait, lambda: self.backbone.connected)
         try:
             try:
-                await self._run(event, keepalive)
+                await self._run(event)
             except Exception as exc:
                 error = describe_error(exc)
                 span.end(error)
@@ -272,7 +273,11 @@ class EventConsumer:
             keepalive.cancel()
             self._active.discard(event.id)
 
-    async def _run(self, event: Event, lease: KeepAlive) -> None:
+    async def _run(self, event: Event) -> None:
+        """Call the handler; an idempotent one in a transaction that also creates the
+        event's seen marker, create-only: of two commits of one event (a redelivery run
+        by another instance meanwhile) exactly one succeeds, and the other, retried,
+        finds the marker and skips the event."""
         if not self.sub.idempotent:
             await self.sub.call(event)
             return
@@ -291,10 +296,10 @@ class EventConsumer:
                         )  # fmt: skip
                         return
                     await self.sub.call(event, tx)
-                    tx.set(marker, 1, ttl=SEEN_TTL)
-                    lease.check()  # else another instance may commit it too
+                    tx.set(marker, 1, absent=True, ttl=SEEN_TTL)
                 return
-            except ConcurrencyError:  # a stale ETag: read again, in a new transaction
+            except ConcurrencyError:  # a stale ETag, or the marker committed by another
+                # instance meanwhile: read again, in a new transaction
                 if attempt == TX_ATTEMPTS:
                     raise
 

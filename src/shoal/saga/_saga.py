@@ -8,7 +8,6 @@ import os
 import secrets
 import socket
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -37,8 +36,6 @@ __all__ = ["Saga"]
 
 log = logging.getLogger("shoal.saga")
 
-GUARD_PREFIX = "_shoal/saga-guard/"
-GUARD_SHARDS = 16
 RESUME_CONCURRENCY = 16
 OWNER = f"{os.environ.get('SHOAL_INSTANCE') or socket.gethostname()}/{os.getpid()}/" + (
     secrets.token_hex(4)
@@ -255,16 +252,10 @@ class Saga:
     ) -> tuple[SagaRecord, str] | None:
         """Store a new run, owned by this instance; None if one appeared meanwhile.
 
-        The state store has no create-if-absent, so creations are serialised through a
-        guard key (one of GUARD_SHARDS per saga): every creation rewrites its guard with
-        the ETag read before checking that the run is absent, so of two instances that
-        both saw it absent, only the first commits.
+        The record is written create-only (``absent=True``) with its open-index entry,
+        in one transaction: of instances that all saw the run absent, exactly one
+        commits; the others get ConcurrencyError and go back to read who owns it.
         """
-        guard = f"{GUARD_PREFIX}{self.name}/{zlib.crc32(saga_id.encode()) % GUARD_SHARDS}"
-        found = await store.get_item(guard)
-        guard_etag = found.etag if found is not None else await store.set(guard, 0)
-        if await store.get_item(record_key(self.name, saga_id)) is not None:
-            return None
         now = self._plan.clock()
         record = SagaRecord(
             saga=self.name,
@@ -278,9 +269,8 @@ class Saga:
         )
         try:
             async with store.transaction() as tx:
-                etag = tx.set(record_key(self.name, saga_id), record.to_json())
+                etag = tx.set(record_key(self.name, saga_id), record.to_json(), absent=True)
                 tx.set(open_key(self.name, saga_id), {"since": now})
-                tx.set(guard, 0, etag=guard_etag)
         except ConcurrencyError:
             return None
         return record, etag

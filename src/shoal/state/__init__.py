@@ -5,9 +5,16 @@
     etag = await store.set("order:1", {"status": "new"})
     item = await store.get_item("order:1")
     await store.set("order:1", {"status": "paid"}, etag=item.etag)  # ConcurrencyError if stale
+    await store.set("user:ann", {"id": 7}, absent=True)  # ConcurrencyError if it exists
     async with store.transaction() as tx:
         tx.set("order:2", {"status": "new"})
         tx.delete("cart:7")
+
+A write's condition is checked atomically with it (and with the rest of its
+transaction): ``etag=E``, the key must still have ETag E; ``absent=True``, the key must
+not exist (an expired key counts as absent), so of concurrent creators exactly one
+wins. A failed condition raises ConcurrencyError naming the key, and nothing of the
+write or its transaction is committed.
 
 Backends: SQLite (one WAL file per service under ``DIR/.shoal/state/``), PostgreSQL
 (asyncpg; one table per app, rows keyed by service) and Redis (keys under

@@ -90,15 +90,24 @@ class StateStore:
         return [(k, decode(v)) for k, v in await self._backend.list(prefix, limit)]
 
     async def set(
-        self, key: str, value: object, *, etag: str | None = None, ttl: float | None = None
+        self,
+        key: str,
+        value: object,
+        *,
+        etag: str | None = None,
+        absent: bool = False,
+        ttl: float | None = None,
     ) -> str:
         """Store ``value`` under ``key`` and return its new ETag.
 
-        With ``etag``, only if the key still has that ETag (else ConcurrencyError, nothing
-        written). With ``ttl`` (seconds), the key disappears after that long; a set
-        without ``ttl`` keeps the key until deleted.
+        With ``etag``, only if the key still has that ETag; with ``absent=True``, only if
+        the key is absent (never written, deleted or expired): a create-only write, of
+        which exactly one of concurrent creators wins. Otherwise ConcurrencyError and
+        nothing written; ``etag`` and ``absent`` together are a StateError. With ``ttl``
+        (seconds), the key disappears after that long; a set without ``ttl`` keeps the
+        key until deleted.
         """
-        write = _set(key, value, etag, ttl)
+        write = _set(key, value, etag, absent, ttl)
         await self._backend.commit([write])
         return write.new_etag
 
@@ -112,7 +121,8 @@ class StateStore:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """``async with store.transaction() as tx:`` — the writes staged on ``tx`` are
         committed together when the block ends, or not at all if it raises (the
-        exception propagates) or if any ETag check fails (ConcurrencyError)."""
+        exception propagates) or if any condition (``etag=``, ``absent=True``) fails
+        (ConcurrencyError)."""
         tx = Transaction(self._backend, self.on_outbox)
         try:
             yield tx
@@ -127,7 +137,8 @@ class Transaction:
 
     Reads see the transaction's own staged writes, on every backend; other keys are
     read from the latest committed state, without locks (read committed). To make a
-    read-modify-write safe, pass the ETag read to ``tx.set``/``tx.delete``: it is
+    read-modify-write safe, pass the ETag read to ``tx.set``/``tx.delete``, or
+    ``absent=True`` to ``tx.set`` to create a key only if it does not exist: it is
     checked at commit, atomically with the writes. A ConcurrencyError raised by a
     staged write dooms the transaction even if caught: nothing of it is committed.
     """
@@ -155,10 +166,18 @@ class Transaction:
         return Item(decode(found[key][0]), found[key][1]) if key in found else None
 
     def set(
-        self, key: str, value: object, *, etag: str | None = None, ttl: float | None = None
+        self,
+        key: str,
+        value: object,
+        *,
+        etag: str | None = None,
+        absent: bool = False,
+        ttl: float | None = None,
     ) -> str:
-        """Stage ``store.set(key, value, etag=etag, ttl=ttl)``; the ETag the key will have."""
-        write = _set(key, value, etag, ttl)
+        """Stage ``store.set(key, value, etag=etag, absent=absent, ttl=ttl)``; the ETag the
+        key will have. ``absent=True`` on a key this transaction has already set fails
+        at once (ConcurrencyError); after a staged delete it holds."""
+        write = _set(key, value, etag, absent, ttl)
         self._stage(write)
         return write.new_etag
 
@@ -190,18 +209,21 @@ class Transaction:
         self._outbox.append(record)
 
     def _stage(self, write: Write) -> None:
-        """Fold ``write`` into the staged writes: one write per key, carrying the ETag
-        check of the first write to that key (later checks are resolved here)."""
+        """Fold ``write`` into the staged writes: one write per key, carrying the
+        condition (ETag or absent) of the first write to that key; later conditions are
+        resolved here, against what the transaction has staged."""
         self._check_open()
         earlier = self._writes.get(write.key)
         if earlier is None:
             self._writes[write.key] = write
             return
-        if write.etag is not None and (earlier.value is None or write.etag != earlier.new_etag):
-            self._doomed = conflict(write.key, f"this transaction ({self._backend.where})")
+        stale = write.etag is not None and (earlier.value is None or write.etag != earlier.new_etag)
+        if stale or (write.absent and earlier.value is not None):
+            where = f"this transaction ({self._backend.where})"
+            self._doomed = conflict(write.key, where, absent=write.absent)
             raise self._doomed
         self._writes[write.key] = Write(
-            write.key, write.value, earlier.etag, write.new_etag, write.ttl
+            write.key, write.value, earlier.etag, write.new_etag, write.ttl, earlier.absent
         )
 
     def _check_open(self) -> None:
@@ -218,9 +240,16 @@ class Transaction:
                 self._on_outbox()
 
 
-def _set(key: str, value: object, etag: str | None, ttl: float | None) -> Write:
+def _set(key: str, value: object, etag: str | None, absent: bool, ttl: float | None) -> Write:
     check_key(key)
-    return Write(key, encode(key, value), _etag(key, etag), new_etag(), check_ttl(key, ttl))
+    if not isinstance(absent, bool):
+        raise StateError(f"state key {key!r}: absent={absent!r} must be True or False")
+    if absent and etag is not None:
+        raise StateError(
+            f"state key {key!r}: a write takes etag= (the key must have that ETag) or "
+            "absent=True (the key must not exist), not both; drop one"
+        )
+    return Write(key, encode(key, value), _etag(key, etag), new_etag(), check_ttl(key, ttl), absent)
 
 
 def _etag(key: str, etag: str | None) -> str | None:

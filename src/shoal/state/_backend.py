@@ -19,8 +19,12 @@ __all__ = ["OutboxRecord", "StateBackend", "Write"]
 class Write:
     """One staged write: a set (``value`` is JSON text) or a delete (``value`` is None).
 
-    ``etag``, if not None, is the ETag the key must currently have (live, not expired);
-    otherwise the whole commit fails with ConcurrencyError and nothing is written.
+    Its condition, checked atomically with the commit: ``etag``, if not None, is the
+    ETag the key must currently have (live, not expired); ``absent``, if True, says the
+    key must not be live (never written, deleted or expired: a create-only write). A
+    write has at most one of the two. If a condition fails, the whole commit fails with
+    ConcurrencyError and nothing is written. (A delete with ``absent`` only comes from a
+    transaction that created a key and then deleted it: it checks and writes nothing.)
     """
 
     key: str
@@ -28,6 +32,7 @@ class Write:
     etag: str | None = None
     new_etag: str = ""
     ttl: float | None = None
+    absent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +66,10 @@ class StateBackend(Protocol):
     ) -> builtins.list[bool]:
         """Apply ``writes`` (distinct keys) and append ``outbox``, all or nothing.
 
-        Raises ConcurrencyError (nothing written) if a write's ``etag`` does not match.
-        Returns, per write, whether the key was live before it (what delete reports).
+        Raises ConcurrencyError (nothing written) if a write's ``etag`` does not match,
+        or if a write with ``absent`` finds its key live. Returns, per write, whether the
+        key was live before it (what delete reports; sets: True when unknown, False for
+        an ``absent`` write).
         """
         ...
 

@@ -95,8 +95,15 @@ def new_etag() -> str:
     return secrets.token_urlsafe(12)
 
 
-def conflict(key: str, where: str) -> ConcurrencyError:
-    """The error for a stale ETag on ``key`` in the store at ``where``."""
+def conflict(key: str, where: str, *, absent: bool = False) -> ConcurrencyError:
+    """The error for a stale ETag on ``key`` in the store at ``where``, or (``absent``)
+    for a create-only write that found ``key`` already there."""
+    if absent:
+        return ConcurrencyError(
+            f"state key {key!r} in {where} already exists, so the create-only write "
+            "(absent=True) was refused; read it, or write it with its ETag",
+            key=key,
+        )
     return ConcurrencyError(
         f"state key {key!r} in {where} was changed or deleted since its ETag was read; "
         "read it again and retry",

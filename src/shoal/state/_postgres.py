@@ -98,6 +98,14 @@ class PostgresBackend:
             "ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value, "
             "etag = EXCLUDED.etag, expires = EXCLUDED.expires"
         )
+        self._sql_create = (  # inserted, or over an expired row; a live row stays
+            f"INSERT INTO {t} AS s (service, key, value, etag, expires) "
+            "VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (service, key) DO UPDATE SET value = EXCLUDED.value, "
+            "etag = EXCLUDED.etag, expires = EXCLUDED.expires "
+            "WHERE s.expires IS NOT NULL AND s.expires <= $6"
+        )
+        self._sql_live = f"SELECT 1 FROM {t} WHERE service = $1 AND key = $2 AND {_LIVE}"
         self._sql_update = (
             f"UPDATE {t} SET value = $4, etag = $5, expires = $6 "
             f"WHERE service = $1 AND key = $2 AND {_LIVE} AND etag = $7"
@@ -205,6 +213,17 @@ class PostgresBackend:
     async def _apply(self, conn: Any, w: Write, now: float) -> bool:
         """Apply one write; whether the key was live (sets: True when unknown)."""
         expires = None if w.ttl is None else now + w.ttl
+        if w.absent:
+            if w.value is None:  # created and deleted in one transaction: only the check
+                created = await conn.fetchval(self._sql_live, self.service, w.key, now) is None
+            else:
+                status = await conn.execute(
+                    self._sql_create, self.service, w.key, w.value, w.new_etag, expires, now
+                )
+                created = not str(status).endswith(" 0")
+            if not created:
+                raise conflict(w.key, self.where, absent=True)
+            return False
         if w.value is None:
             if w.etag is None:
                 status = await conn.execute(self._sql_delete, self.service, w.key, now)

@@ -9,7 +9,8 @@
   commit sequence, payloads by id, and the sequence counter.
 
 Writes run as Lua scripts, which Redis executes atomically: a script first checks
-every ETag, then writes, so a conflict leaves nothing written. (The listing script
+every condition (ETags, create-only keys), then writes, so a conflict leaves nothing
+written. (The listing script
 reads hashes it finds in the index, so a store needs one Redis server, not a Cluster.)
 """
 
@@ -34,20 +35,23 @@ __all__ = ["RedisBackend", "open_redis", "redact_url"]
 
 # KEYS: index, outbox ids, outbox data, outbox seq, then one hash per write.
 # ARGV: n writes, then per write: member, value ("" for delete), is_delete, etag check
-# ("" for none), new etag, ttl ms ("0" for none); then per outbox record: id, payload.
+# ("" for none), new etag, ttl ms ("0" for none), absent check ("1": the key must not
+# exist; Redis drops an expired key, so EXISTS counts only live ones); then per outbox
+# record: id, payload. A failed check returns {-1, i} (write i) before anything is written.
 _COMMIT = """
 local n = tonumber(ARGV[1])
 for i = 1, n do
-  local a = 1 + (i - 1) * 6
+  local a = 1 + (i - 1) * 7
   local want = ARGV[a + 4]
   if want ~= '' then
     local have = redis.call('HGET', KEYS[4 + i], 'e')
     if have ~= want then return {-1, i} end
   end
+  if ARGV[a + 7] == '1' and redis.call('EXISTS', KEYS[4 + i]) == 1 then return {-1, i} end
 end
 local out = {0}
 for i = 1, n do
-  local a = 1 + (i - 1) * 6
+  local a = 1 + (i - 1) * 7
   local k = KEYS[4 + i]
   if ARGV[a + 3] == '1' then
     out[i + 1] = redis.call('DEL', k)
@@ -57,10 +61,10 @@ for i = 1, n do
     local ttl = tonumber(ARGV[a + 6])
     if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
     redis.call('ZADD', KEYS[1], 0, ARGV[a + 1])
-    out[i + 1] = 1
+    if ARGV[a + 7] == '1' then out[i + 1] = 0 else out[i + 1] = 1 end
   end
 end
-for j = 2 + n * 6, #ARGV, 2 do
+for j = 2 + n * 7, #ARGV, 2 do
   local seq = redis.call('INCR', KEYS[4])
   redis.call('ZADD', KEYS[2], seq, ARGV[j])
   redis.call('HSET', KEYS[3], ARGV[j], ARGV[j + 1])
@@ -194,12 +198,14 @@ class RedisBackend:
             ttl = 0 if w.ttl is None else max(1, math.ceil(w.ttl * 1000))
             delete = w.value is None
             args += [w.key, w.value or "", "1" if delete else "0", w.etag or "", w.new_etag, ttl]
+            args.append("1" if w.absent else "0")
         for r in outbox:
             args += [r.id, r.payload]
         with self._errors():
             out = await self._commit(keys=keys, args=args)
         if out[0] == -1:
-            raise conflict(writes[int(out[1]) - 1].key, self.where)
+            failed = writes[int(out[1]) - 1]
+            raise conflict(failed.key, self.where, absent=failed.absent)
         return [bool(x) for x in out[1:]]
 
     async def outbox_pending(self, limit: int) -> builtins.list[OutboxRecord]:

@@ -215,6 +215,24 @@ class SqliteBackend:
     def _apply(self, db: Db, w: Write, now: float) -> bool:
         """Apply one write; whether the key was live (sets: True when unknown)."""
         expires = None if w.ttl is None else now + w.ttl
+        if w.absent:
+            if w.value is None:  # created and deleted in one transaction: only the check
+                live = db.execute(f"SELECT 1 FROM state WHERE key = ? AND {_LIVE}", (w.key, now))
+                changed = live.fetchone() is None
+            else:  # inserted, or over an expired row; a live row stays as it is
+                changed = (
+                    db.execute(
+                        "INSERT INTO state (key, value, etag, expires) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                        "etag = excluded.etag, expires = excluded.expires "
+                        "WHERE state.expires IS NOT NULL AND state.expires <= ?",
+                        (w.key, w.value, w.new_etag, expires, now),
+                    ).rowcount
+                    > 0
+                )
+            if not changed:
+                raise conflict(w.key, self.where, absent=True)
+            return False
         if w.value is None:
             sql, args = f"DELETE FROM state WHERE key = ? AND {_LIVE}", [w.key, now]
         elif w.etag is None:

@@ -17,7 +17,10 @@ async def incr(key: str) -> dict[str, object]:
             async with store.transaction() as tx:
                 item = await tx.get_item(key)
                 value = (item.value if item else 0) + 1
-                tx.set(key, value, etag=item.etag if item else None)
+                if item is None:  # the first increment: only if no replica made it
+                    tx.set(key, value, absent=True)
+                else:
+                    tx.set(key, value, etag=item.etag)
         except shoal.ConcurrencyError:
             continue  # another replica wrote first: read again
         return {"key": key, "value": value, "backend": store.backend.name}

@@ -28,7 +28,10 @@ if SERVICE == "exact":
         tx.set(f"seen:{event.data['n']}", event.id)
         key = f"count:{INSTANCE}"
         item = await tx.get_item(key)
-        tx.set(key, (item.value if item else 0) + 1, etag=item.etag if item else None)
+        if item is None:  # the first: created create-only, as a sibling task may race
+            tx.set(key, 1, absent=True)
+        else:
+            tx.set(key, item.value + 1, etag=item.etag)
 
 elif SERVICE == "plain":
     _fd = os.open(
