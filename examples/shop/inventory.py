@@ -55,10 +55,10 @@ class Reservation(BaseModel):
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     async def stock_the_shelves(tx: Transaction) -> None:
-        # The first start of the app fills them. Replicas starting together may each
-        # write these same numbers; none takes orders before its own startup is done.
+        # The first start of the app fills them, once: a create-only write, so a replica
+        # starting later never puts back stock that orders have taken.
         if await tx.get("stock") is None:
-            tx.set("stock", INITIAL_STOCK)
+            tx.set("stock", INITIAL_STOCK, absent=True)
 
     await _atomically(stock_the_shelves)
     yield

@@ -48,11 +48,6 @@ async def charge(request: ChargeRequest) -> Charge:
         )
     store = shoal.state()
     key = f"charge:{request.order_id}"
-    made = await store.get(key)
-    if made is not None:  # charged before: the same charge again
-        if made["amount_cents"] != request.amount_cents:
-            raise HTTPException(409, f"order {request.order_id!r} was charged another amount")
-        return Charge.model_validate(made)
     captured = Charge(
         id=f"ch-{request.order_id}",  # one charge per order, whichever replica answers
         order_id=request.order_id,
@@ -60,7 +55,15 @@ async def charge(request: ChargeRequest) -> Charge:
         status="captured",
         instance=INSTANCE,
     )
-    await store.set(key, captured.model_dump())
+    try:
+        await store.set(key, captured.model_dump(), absent=True)
+    except shoal.ConcurrencyError:  # charged before (a retry, or another replica): the same
+        made = await store.get(key)
+        if made is None or made["amount_cents"] != request.amount_cents:
+            raise HTTPException(
+                409, f"order {request.order_id!r} was charged another amount"
+            ) from None
+        return Charge.model_validate(made)
     return captured
 
 
