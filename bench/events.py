@@ -6,7 +6,9 @@ and raw nats-py for ROUNDS rounds and reports the median round:
 
 - publish: TOTAL events with WINDOW publishes in flight, each awaiting its ack.
   shoal: ``Publisher.publish`` (CloudEvents headers, ``Nats-Msg-Id``, trace
-  context, retries). raw: ``js.publish_async`` with the same bytes, no headers.
+  context, retries). raw: ``js.publish_async`` with the same bytes, no headers;
+  and, as a second baseline, raw ``js.publish`` with the same headers built by
+  hand (what shoal costs beyond its wire format).
 - consume: the TOTAL events just published, drained by one process. shoal: a
   ``Subscriber`` with one handler (decode, ack per event). raw: a durable pull
   subscription, ``fetch(batch=256)`` in a loop, ``ack()`` each message.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import statistics
 import tempfile
@@ -110,6 +113,27 @@ class Raw:
 
     async def reset(self) -> None:
         await self.bb.js.purge_stream(RAW_STREAM)
+
+
+class RawSameWire(Raw):
+    """Raw nats-py sending what shoal sends: CloudEvents headers and a Nats-Msg-Id, built
+    by hand. Shoal's cost over this is shoal's code; this one's over `raw` is the wire."""
+
+    name = "raw-same-wire"
+
+    async def publish(self, data: dict[str, object]) -> None:
+        event_id = uuid.uuid4().hex
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": event_id,
+            "ce-source": "producer",
+            "ce-type": "bench.tick",
+            "ce-time": dt.datetime.now(dt.UTC).isoformat(),
+            "content-type": "application/json",
+            "Nats-Msg-Id": event_id,
+        }
+        body = json.dumps(data, separators=(",", ":")).encode()
+        await self.bb.js.publish("bench.raw.tick", body, headers=headers)
 
 
 Side = Shoal | Raw
