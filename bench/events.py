@@ -245,10 +245,12 @@ async def main(args: argparse.Namespace) -> None:
                 await publish_rate(side, total, args.window)
                 return await consume_rate(side, total)
 
-            ours, raw = await rounds(
-                args.rounds, lambda s: publish_rate(s, total, args.window), sides
+            wire = RawSameWire(bb)
+            ours, raw, same_wire = await rounds(
+                args.rounds, lambda s: publish_rate(s, total, args.window), [*sides, wire]
             )
             lines.append(result("events_publish", ours, "events/s", raw))
+            lines.append(result("events_publish_vs_same_wire", ours, "events/s", same_wire))
             ours, raw = await rounds(args.rounds, publish_then_consume, sides)
             lines.append(result("events_consume", ours, "events/s", raw))
             e2e: dict[str, list[tuple[float, float]]] = {side.name: [] for side in sides}
