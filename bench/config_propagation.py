@@ -116,6 +116,12 @@ async def main(args: argparse.Namespace) -> None:
             f"  {label:<18} median {statistics.median(figures):6.2f} ms   "
             f"max {max(figures):6.2f} ms"
         )
+    for name, pick in (("median", statistics.median), ("max", max)):
+        ours, raw = pick(shoal_ms), pick(raw_ms)
+        print(
+            f"RESULT config_propagation_{name} {ours:.3g} ms baseline={raw:.3g} "
+            f"ratio={ours / raw:.3f}"
+        )
 
 
 if __name__ == "__main__":
