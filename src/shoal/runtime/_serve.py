@@ -2,9 +2,10 @@
 
 Order of life: import the app, bind the port (clear errors for both before
 anything else starts), connect to the backbone, start discovery and the live
-traffic policies (both published to the process, see ``_context``), serve with
-uvicorn (uvloop, httptools); once the app's startup has completed, register
-as ready and heartbeat. On SIGTERM or SIGINT: deregister first, give watchers a
+traffic policies (both published to the process, see ``_context``) and load the
+live configuration, serve with uvicorn (uvloop, httptools); once the app's
+startup has completed, start the building blocks (outbox relay, event
+consumers, saga resumption: ``_blocks``), register as ready and heartbeat. On SIGTERM or SIGINT: deregister first, give watchers a
 moment to drop this instance, then let uvicorn finish in-flight requests within
 the drain timeout, and exit 0. A second signal stops at once.
 """
@@ -32,12 +33,11 @@ from uvicorn.config import STARTUP_FAILURE
 from shoal.backbone._connection import Backbone, inbox_prefix
 from shoal.backbone._policies import NatsPolicies
 from shoal.backbone._registry import NatsRegistry
-from shoal.config._api import change_callbacks, set_current_config
-from shoal.config._runtime import LiveConfig, instance_key
-from shoal.events._runtime import EventsRuntime
+from shoal.config._runtime import instance_key
 from shoal.exceptions import PortInUseError, ServeError
 from shoal.registry._discovery import Discovery
 from shoal.registry._records import InstanceRecord
+from shoal.runtime._blocks import BuildingBlocks
 from shoal.runtime._bootstrap import read_bootstrap
 from shoal.runtime._context import (
     set_current_discovery,
@@ -53,8 +53,6 @@ from shoal.runtime._registration import Registration
 from shoal.runtime._settings import RuntimeSettings
 from shoal.runtime._telemetry import install_tracing
 from shoal.runtime._tls_listener import MtlsListener
-from shoal.saga._resumer import SagaResumer
-from shoal.state._current import close_state
 from shoal.types import ASGIApp
 
 __all__ = ["bind_socket", "run_instance"]
@@ -147,7 +145,7 @@ class _Server(uvicorn.Server):
         self._on_started = on_started
         self._identity = identity
         self.listener: MtlsListener | None = None
-        self.events: EventsRuntime | None = None
+        self.blocks: BuildingBlocks | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -172,8 +170,8 @@ class _Server(uvicorn.Server):
             await self._on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.events is not None:  # handlers finish before the app's shutdown runs
-            await self.events.drain(self.config.timeout_graceful_shutdown or 0)
+        if self.blocks is not None:  # handlers finish before the app's shutdown runs
+            await self.blocks.drain(self.config.timeout_graceful_shutdown or 0)
         await super().shutdown(sockets)
 
 
@@ -209,33 +207,23 @@ async def _serve(
         NatsRegistry(backbone, settings.app), status, settings.heartbeat_interval
     )
     unsubscribe = backbone.on_back(registration.refresh_now)
-    live = LiveConfig(
-        backbone,
-        settings.app,
-        settings.service,
-        settings.instance,
-        secret_key=secret_key,
-        callbacks=change_callbacks(),
-    )
+    blocks = BuildingBlocks(backbone, settings, secret_key)
     identity: WorkloadIdentity | None = None
     install_logging(settings.app, settings.service, settings.instance, default_level=log_level)
     shipper = install_tracing(backbone, settings.app, settings.service, settings.instance)
     shipper.start()
     metrics = MetricsShipper(backbone, settings.app, settings.service, settings.instance)
     metrics.start()
-    sagas = SagaResumer()
-    events = EventsRuntime(backbone, settings.app, settings.service)
     try:
         if settings.tls:
             identity = await _identity(backbone, settings, token, status, registration)
         # The gateway's own port faces outside clients: plaintext (or their TLS), not mTLS.
         authenticate = identity is not None and settings.service != GATEWAY_SERVICE
-        await asyncio.gather(discovery.start(), policies.start(), live.start())
-        set_current_config(live)  # before the app's startup: shoal.config() works there
+        await asyncio.gather(discovery.start(), policies.start(), blocks.load())
         set_current_discovery(discovery)
         set_current_policies(policies)
         config = uvicorn.Config(
-            Inbound(sagas.around(app), status, authenticate=authenticate),
+            Inbound(blocks.wrap(app), status, authenticate=authenticate),
             loop="none",
             http="httptools",
             ws="none",
@@ -254,9 +242,8 @@ async def _serve(
         )
 
         async def started() -> None:
-            await events.start()
+            await blocks.start()
             await registration.register()
-            sagas.start()  # resume the unfinished runs of the app's sagas
             log.info(
                 "serving %s/%s (app %s) on %s://%s:%d",
                 settings.service,
@@ -268,7 +255,7 @@ async def _serve(
             )
 
         server = _Server(config, started, identity if authenticate else None)
-        server.events = events
+        server.blocks = blocks
         _install_signal_handlers(server, registration)
         try:
             await server.serve(sockets=[sock])
@@ -285,13 +272,9 @@ async def _serve(
         set_current_discovery(None)
         set_current_policies(None)
         set_current_identity(None)
-        await events.aclose()
-        set_current_config(None)
-        await live.aclose()
+        await blocks.aclose()
         if identity is not None:
             await identity.aclose()
-        await sagas.aclose()
-        await close_state()
         await shipper.aclose()
         await metrics.aclose()
         await policies.aclose()
