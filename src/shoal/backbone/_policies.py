@@ -11,7 +11,6 @@ once and the service keeps its last good policy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -21,7 +20,8 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from shoal.backbone._connection import Backbone
-from shoal.backbone._kv import KvChange, KvSynced, open_bucket, read_bucket, watch_bucket
+from shoal.backbone._follower import BucketFollower
+from shoal.backbone._kv import KvChange, open_bucket, read_bucket
 from shoal.exceptions import BackboneError, ShoalError
 from shoal.manifest._policy import DEFAULT_POLICY, ServicePolicy
 
@@ -36,8 +36,10 @@ def policy_bucket_name(app: str) -> str:
     return f"shoal-policy-{app}"
 
 
-class NatsPolicies:
+class NatsPolicies(BucketFollower[dict[str, ServicePolicy]]):
     """Implements the ``PolicySource`` protocol from a watched NATS KV bucket."""
+
+    what = "the traffic policies"
 
     def __init__(
         self,
@@ -47,19 +49,12 @@ class NatsPolicies:
         op_timeout: float = 2.0,
         retry_delay: float = 0.2,
     ) -> None:
-        self._backbone = backbone
+        super().__init__(backbone, policy_bucket_name(app), retry_delay=retry_delay)
         self.app = app
-        self.bucket = policy_bucket_name(app)
         self._op_timeout = op_timeout
-        self._retry_delay = retry_delay
         self._kv: KeyValue | None = None
         self._policies: dict[str, ServicePolicy] = {}
         self._rejected: dict[str, bytes] = {}  # the bad value last logged, per service
-        self._generation = 0
-        self._changed = asyncio.Event()
-        self._synced = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
     # -- reading ---------------------------------------------------------------------
 
@@ -71,37 +66,10 @@ class NatsPolicies:
         """Every service with a published policy, as last seen."""
         return dict(self._policies)
 
-    @property
-    def generation(self) -> int:
-        """Bumps on every change applied (a put, a delete, a new snapshot that differs)."""
-        return self._generation
-
-    async def wait_for_generation(self, generation: int, timeout: float) -> None:
-        """Return once ``self.generation >= generation``; ``TimeoutError`` after ``timeout``."""
-        async with asyncio.timeout(timeout):
-            while self._generation < generation:
-                await self._changed.wait()
-
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self, timeout: float = 5.0) -> None:
-        """Bind (or create) the bucket, load every policy, and keep watching for changes."""
-        if self._task is None:
-            self._closed = False
-            self._task = asyncio.create_task(self._run(), name="shoal-policies")
-        try:
-            await asyncio.wait_for(self._synced.wait(), timeout)
-        except TimeoutError:
-            raise BackboneError(
-                f"the traffic policies ({self.bucket}) did not load within {timeout:g} s"
-            ) from None
-
     async def aclose(self) -> None:
-        self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=5.0)
+        await super().aclose()
         self._kv = None
 
     async def __aenter__(self) -> NatsPolicies:
@@ -157,30 +125,18 @@ class NatsPolicies:
             )
         return self._kv
 
-    # -- the watch loop --------------------------------------------------------------
+    # -- following the bucket --------------------------------------------------------
 
-    async def _run(self) -> None:
-        while not self._closed:
-            try:
-                await self._watch()
-            except ShoalError as exc:
-                self._kv = None
-                log.warning("traffic policy watch failed: %s; retrying", exc)
-            await asyncio.sleep(self._retry_delay)
+    async def _ensure(self) -> object:
+        return await self._bucket()
 
-    async def _watch(self) -> None:
-        staged: dict[str, ServicePolicy] | None = {}  # a snapshot, until KvSynced
-        events = watch_bucket(self._backbone, self.bucket, self._bucket)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if isinstance(event, KvSynced):
-                    if staged is not None:
-                        self._install(staged)
-                    staged = None
-                elif staged is not None:
-                    self._stage(staged, event)
-                else:
-                    self._apply(event)
+    def _watch_failed(self, exc: ShoalError) -> float:
+        self._kv = None
+        log.warning("traffic policy watch failed: %s; retrying", exc)
+        return self._retry_delay
+
+    def _new_snapshot(self) -> dict[str, ServicePolicy]:
+        return {}
 
     def _decode(self, service: str, value: bytes) -> ServicePolicy | None:
         """The policy in ``value``, or None (logged once per bad value) if it does not parse."""
@@ -224,7 +180,6 @@ class NatsPolicies:
             if not first:
                 log.info("traffic policy updated: %s", ", ".join(sorted(changed)))
             self._bump()
-        self._synced.set()
 
     def _apply(self, change: KvChange) -> None:
         if change.value is None:
@@ -238,8 +193,3 @@ class NatsPolicies:
             self._policies[change.key] = policy
             log.info("traffic policy updated: %s", change.key)
         self._bump()
-
-    def _bump(self) -> None:
-        self._generation += 1
-        self._changed.set()
-        self._changed = asyncio.Event()

@@ -11,7 +11,6 @@ is refused by this instance: the last good value stays and the refusal is logged
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
@@ -24,7 +23,8 @@ import nats.js.errors
 from pydantic import BaseModel, ValidationError
 
 from shoal.backbone._connection import Backbone
-from shoal.backbone._kv import KvChange, KvSynced, watch_bucket
+from shoal.backbone._follower import BucketFollower
+from shoal.backbone._kv import KvChange
 from shoal.config._crypto import (
     APP_KEY_FILE,
     decode_key,
@@ -34,7 +34,7 @@ from shoal.config._crypto import (
 )
 from shoal.config._frozen import freeze
 from shoal.config._layout import CONFIG_PREFIX, MANIFEST, OVERRIDE, SECRET_PREFIX, bucket_name
-from shoal.exceptions import BackboneError, ConfigError, ShoalError
+from shoal.exceptions import ConfigError, ShoalError
 
 __all__ = ["ChangeCallback", "LiveConfig", "describe_errors", "instance_key"]
 
@@ -61,7 +61,7 @@ class _Layers:
         return {**self.manifest, **self.override}
 
 
-class LiveConfig:
+class LiveConfig(BucketFollower[_Layers]):
     """The configuration and secrets of one instance of ``service``."""
 
     def __init__(
@@ -75,22 +75,18 @@ class LiveConfig:
         callbacks: list[ChangeCallback] | None = None,
         retry_delay: float = 0.2,
     ) -> None:
-        self._backbone = backbone
+        super().__init__(backbone, bucket_name(app, service), retry_delay=retry_delay)
         self.app, self.service, self.instance = app, service, instance
-        self.bucket = bucket_name(app, service)
+        self.what = f"the configuration of service {service!r}"
         self._key = secret_key
         self._callbacks = callbacks if callbacks is not None else []
-        self._retry_delay = retry_delay
         self._layers = _Layers()
         self._values: dict[str, Any] = {}
         self._view: Mapping[str, Any] = MappingProxyType(self._values)
         self._models: dict[type[BaseModel], BaseModel] = {}
         self._refused: dict[str, str] = {}  # the value last refused (and logged), per key
-        self._synced = asyncio.Event()
-        self._changed = asyncio.Event()
-        self.generation = 0
         self._missing = False
-        self._task: asyncio.Task[None] | None = None
+        self._failed = ""  # the watch failure last logged
         self._pending: set[asyncio.Task[Any]] = set()
 
     # -- reading (no I/O) ------------------------------------------------------------
@@ -134,77 +130,44 @@ class LiveConfig:
     def secret_names(self) -> list[str]:
         return sorted(self._layers.secrets)
 
-    async def wait_for_generation(self, generation: int, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while self.generation < generation:
-                await self._changed.wait()
-
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self, timeout: float = 5.0) -> None:
-        """Load the snapshot and keep watching; BackboneError if it does not load in time."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="shoal-config")
-        try:
-            await asyncio.wait_for(self._synced.wait(), timeout)
-        except TimeoutError:
-            raise BackboneError(
-                f"the configuration of service {self.service!r} ({self.bucket}) did not load "
-                f"within {timeout:g} s"
-            ) from None
-
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=5.0)
+        await super().aclose()
         for pending in list(self._pending):
             pending.cancel()
 
-    async def _run(self) -> None:
-        failed = ""
-        while True:
-            try:
-                await self._watch()
-                failed = ""  # NATS dropped: watched again once it is back
-            except ShoalError as exc:
-                if self._missing:
-                    self._missing = False
-                    if not self._synced.is_set():
-                        log.info("no config bucket %s yet: the config is empty", self.bucket)
-                        self._synced.set()
-                    await asyncio.sleep(max(self._retry_delay, 1.0))
-                    continue
-                if str(exc) != failed:
-                    failed = str(exc)
-                    log.warning("config watch of %s failed: %s; retrying", self.service, exc)
-            await asyncio.sleep(self._retry_delay)
+    # -- following the bucket --------------------------------------------------------
 
-    async def _ensure(self) -> None:
+    async def _ensure(self) -> object:
         try:
-            await self._backbone.js.stream_info(f"KV_{self.bucket}")
+            return await self._backbone.js.stream_info(f"KV_{self.bucket}")
         except nats.js.errors.NotFoundError:
             self._missing = True  # the supervisor has not made it (yet): empty, retried
             raise
 
-    async def _watch(self) -> None:
-        staged: _Layers | None = _Layers()  # a snapshot, until KvSynced
-        events = watch_bucket(self._backbone, self.bucket, self._ensure)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if isinstance(event, KvSynced):
-                    if staged is not None:
-                        self._install(staged)
-                    staged = None
-                elif staged is not None:
-                    self._stage(staged, event)
-                else:
-                    layers = _Layers()
-                    layers.manifest = dict(self._layers.manifest)
-                    layers.override = dict(self._layers.override)
-                    layers.secrets = dict(self._layers.secrets)
-                    self._stage(layers, event)
-                    self._install(layers)
+    def _watch_failed(self, exc: ShoalError) -> float:
+        if self._missing:
+            self._missing = False
+            if not self._synced.is_set():
+                log.info("no config bucket %s yet: the config is empty", self.bucket)
+                self._synced.set()
+            return max(self._retry_delay, 1.0)
+        if str(exc) != self._failed:
+            self._failed = str(exc)
+            log.warning("config watch of %s failed: %s; retrying", self.service, exc)
+        return self._retry_delay
+
+    def _new_snapshot(self) -> _Layers:
+        return _Layers()
+
+    def _apply(self, change: KvChange) -> None:
+        layers = _Layers()
+        layers.manifest = dict(self._layers.manifest)
+        layers.override = dict(self._layers.override)
+        layers.secrets = dict(self._layers.secrets)
+        self._stage(layers, change)
+        self._install(layers)
 
     # -- applying --------------------------------------------------------------------
 
@@ -245,10 +208,9 @@ class LiveConfig:
             self._view = MappingProxyType(self._values)
             if not first:
                 self._notify(frozenset(accepted))
+        self._failed = ""  # the watch works: a new failure is worth a line again
         if accepted or secrets_changed:
-            self.generation += 1
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._bump()
 
     def _accept_changes(self, wanted: dict[str, Any], changed: list[str]) -> list[str]:
         """Take ``wanted`` whole if every model takes it; else key by key, refusing the

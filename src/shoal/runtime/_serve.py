@@ -5,9 +5,10 @@ anything else starts), connect to the backbone, start discovery and the live
 traffic policies (both published to the process, see ``_context``) and load the
 live configuration, serve with uvicorn (uvloop, httptools); once the app's
 startup has completed, start the building blocks (outbox relay, event
-consumers, saga resumption: ``_blocks``), register as ready and heartbeat. On SIGTERM or SIGINT: deregister first, give watchers a
-moment to drop this instance, then let uvicorn finish in-flight requests within
-the drain timeout, and exit 0. A second signal stops at once.
+consumers, saga resumption: ``_blocks``), register as ready and heartbeat. On
+SIGTERM or SIGINT: deregister first, give watchers a moment to drop this
+instance, then let uvicorn finish in-flight requests within the drain timeout,
+and exit 0. A second signal stops at once.
 """
 
 from __future__ import annotations
