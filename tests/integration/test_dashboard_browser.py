@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -216,8 +217,9 @@ def _check_events_and_config(page: Any, event_id: str) -> None:
     assert cells[1:5] == ["flaky", "order.created from flaky", event_id, "3"], cells
     assert cells[5] == "RuntimeError: cannot handle {'from': 'flaky'}", cells
     assert cells[6] == f"shoal events replay --service flaky {event_id}", cells
-    events_stream = page.locator("[data-testid=event-stream]").first.text_content() or ""
-    assert "messages" in events_stream, events_stream
+    for stream in ("shoal-events-shop", "shoal-dlq-shop"):  # the event, and its dead letter
+        shown = page.locator(f"[data-testid=event-stream][data-stream={stream}] b").text_content()
+        assert re.fullmatch(r"1 message · \d+ B", shown or ""), (stream, shown)
 
     flaky = page.locator("[data-testid=config-service][data-service=flaky]")
     flaky.wait_for(timeout=15_000)

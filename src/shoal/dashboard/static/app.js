@@ -88,7 +88,7 @@
     when(value) {
       if (value === null || value === undefined || value === "") return "–";
       const date = new Date(typeof value === "number" ? value * 1000 : value);
-      return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString();
+      return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString([], { dateStyle: "short", timeStyle: "medium" });
     },
     bytes(n) {
       if (n === null || n === undefined) return "–";
