@@ -8,6 +8,7 @@ import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ class Answer:
 
 class FakeSupervisor:
     app = "shop"
+    config_admin = None  # the config API answers "still starting"
 
     def __init__(self) -> None:
         self.scaled: list[tuple[str, int]] = []
@@ -186,6 +188,29 @@ async def test_the_cookie_cannot_act(api: ControlAPI) -> None:
     assert supervisor.scaled == [("orders", 0)]  # type: ignore[attr-defined]
 
 
+async def test_the_cookie_reads_config_and_secrets_but_never_changes_them(api: ControlAPI) -> None:
+    """The page's events and configuration sections read; replay and config set stay CLI's."""
+    cookie = await login(api)
+    for path in ("/v1/config/orders/values", "/v1/config/orders/history", "/v1/secrets/orders"):
+        answer = await call(api, "GET", path, cookie)
+        assert answer.status == 400, path  # admitted: the (fake) app is still starting
+        assert b"still starting" in answer.body
+    writes = [
+        ("POST", "/v1/events/replay"),
+        ("POST", "/v1/config/orders/values"),
+        ("DELETE", "/v1/config/orders/values/page_size"),
+        ("PUT", "/v1/secrets/orders/api_key"),
+        ("DELETE", "/v1/secrets/orders/api_key"),
+    ]
+    for method, path in writes:
+        answer = await call(api, method, path, cookie, body=b'{"all": true, "value": "x"}')
+        assert answer.status == 401, (method, path)
+        if "/events/" not in path:  # the token is let through (the fake has no backbone)
+            answer = await call(api, method, path, BEARER, body=b'{"values": {}, "value": "x"}')
+            assert answer.status == 400, (method, path)
+            assert b"still starting" in answer.body
+
+
 async def test_no_session_no_page(api: ControlAPI, clock: ManualClock) -> None:
     for headers in [(), (("cookie", "shoal_session_4321=forged"),), (("cookie", "garbage;;=="),)]:
         page = await call(api, "GET", "/dashboard/", *headers)
@@ -260,6 +285,14 @@ async def test_the_page_has_a_strict_content_security_policy(api: ControlAPI) ->
         assert re.search(r'src="static/[\w/.]+\.js"', attributes), attributes
     assert "http://" not in page.text
     assert "https://" not in page.text
+
+
+def test_the_page_script_never_parses_data_as_html() -> None:
+    """Every piece of data goes in as text (textContent, the page's `el` helper)."""
+    script = (files("shoal.dashboard") / "static" / "app.js").read_text()
+    sinks = r"\.(innerHTML|outerHTML|insertAdjacentHTML)\b|document\.write|\beval\(|new Function"
+    assert not re.findall(sinks, script)
+    assert "textContent" in script
 
 
 async def test_dashboard_without_slash_redirects(api: ControlAPI) -> None:

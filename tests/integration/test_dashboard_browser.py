@@ -1,7 +1,11 @@
 """The dashboard in a real browser: the demo shop under `shoal up`, ~30 orders through the
 gateway, a one-time link opened in headless Chromium (Playwright with Debian's `chromium`);
-the graph shows every service and every edge, a trace opens as a waterfall. The page's
-screenshot is kept as `test-artifacts/dashboard.png`.
+the graph shows every service and every edge, a trace opens as a waterfall. Beside the shop
+runs `flaky` (tests/integration/apps/events_app.py): it publishes an event its own handler
+fails on until it is dead-lettered, and has config values (one from shoal.yaml, one
+overridden) and a secret; the page shows the consumer, the dead letter with its error, the
+values with their source and the secret's name, never its value. The page's screenshot is
+kept as `test-artifacts/dashboard.png`.
 
 Without Chromium or Playwright the test skips, saying which is missing; under CI
 (``CI`` set, where `scripts/test.sh` installs both) it fails instead."""
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -18,7 +23,8 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
-from test_security_up import _up
+from procs import APPS
+from test_security_up import _shoal, _up
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +33,13 @@ SHOP = ROOT / "examples" / "shop"
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
 SERVICES = {"gateway", "catalog", "inventory", "payments", "orders"}
 EDGES = {"gateway->orders", "orders->catalog", "orders->inventory", "orders->payments"}
+FLAKY = """\
+  flaky:
+    asgi: events_app:app
+    env: {{EVENTS_OUT: "{out}", EVENTS_TOPIC: order.created}}
+    config: {{greeting: hello, page_size: 20}}
+"""
+SECRET_VALUE = "sk-live-do-not-show-4242"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -63,6 +76,27 @@ def _control(app_dir: Path) -> dict[str, Any]:
     return info
 
 
+def _with_flaky(app_dir: Path) -> None:
+    """Add the `flaky` events service to the shop's copy (before its `gateway:` section)."""
+    shutil.copy(APPS / "events_app.py", app_dir / "events_app.py")
+    manifest = app_dir / "shoal.yaml"
+    text = manifest.read_text()
+    assert "\ngateway:" in text
+    manifest.write_text(text.replace("\ngateway:", "\n" + FLAKY.format(out=app_dir) + "gateway:"))
+
+
+def _control_call(app_dir: Path, method: str, path: str, body: dict[str, Any]) -> None:
+    info = _control(app_dir)
+    answer = httpx.request(
+        method,
+        info["url"] + path,
+        json=body,
+        headers={"authorization": f"Bearer {info['token']}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+
+
 def _wait_for_edges(app_dir: Path) -> None:
     """Until /v1/stat has every edge (instances ship their metrics every 2 s; 30 s at most)."""
     info = _control(app_dir)
@@ -92,10 +126,16 @@ def test_dashboard_shows_the_graph_and_a_trace_waterfall(tmp_path: Path) -> None
 
     app_dir = tmp_path / "shop"
     shutil.copytree(SHOP, app_dir, ignore=shutil.ignore_patterns(".shoal"))
+    _with_flaky(app_dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     port = _free_port()
     env["SHOAL_GATEWAY_PORT"] = str(port)
     with _up(app_dir, env):
+        call = _shoal("call", "flaky", "/publish?topic=order.created", "-C", str(app_dir), env=env)
+        assert call.returncode == 0, call.stdout + call.stderr
+        event_id = call.stdout.strip().splitlines()[-1]
+        _control_call(app_dir, "POST", "/v1/config/flaky/values", {"values": {"page_size": 50}})
+        _control_call(app_dir, "PUT", "/v1/secrets/flaky/api_key", {"value": SECRET_VALUE})
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as gateway:
             for _ in range(30):
                 order = gateway.post("/api/orders", json={"product_id": "sticker", "quantity": 1})
@@ -155,8 +195,44 @@ def test_dashboard_shows_the_graph_and_a_trace_waterfall(tmp_path: Path) -> None
                 rows.nth(1).click()
                 assert page.locator("#span-detail").is_visible()
 
+                _check_events_and_config(page, event_id)
+
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
             finally:
                 browser.close()
         assert not problems, problems  # no script error, nothing the CSP refused
+
+
+def _check_events_and_config(page: Any, event_id: str) -> None:
+    """The events and configuration sections: what `flaky` did, and no secret value."""
+    consumer = page.locator("[data-testid=consumer-row][data-service=flaky]")
+    consumer.wait_for(timeout=15_000)
+    assert consumer.get_attribute("data-topic") == "order.created"
+    assert page.locator("[data-testid=events-empty]").is_hidden()
+    # the handler fails 3 times in about 0.3 s: the dead letter is there within a refresh
+    letter = page.locator(f"[data-testid=dead-letter-row][data-id='{event_id}']")
+    letter.wait_for(timeout=15_000)
+    cells = letter.locator("td").all_text_contents()
+    assert cells[1:5] == ["flaky", "order.created from flaky", event_id, "3"], cells
+    assert cells[5] == "RuntimeError: cannot handle {'from': 'flaky'}", cells
+    assert cells[6] == f"shoal events replay --service flaky {event_id}", cells
+    for stream in ("shoal-events-shop", "shoal-dlq-shop"):  # the event, and its dead letter
+        shown = page.locator(f"[data-testid=event-stream][data-stream={stream}] b").text_content()
+        assert re.fullmatch(r"1 message · \d+ B", shown or ""), (stream, shown)
+
+    flaky = page.locator("[data-testid=config-service][data-service=flaky]")
+    flaky.wait_for(timeout=15_000)
+    rows = {
+        row.get_attribute("data-key"): row.locator("td").all_text_contents()
+        for row in flaky.locator("[data-testid=config-row]").all()
+    }
+    assert rows == {
+        "greeting": ["greeting", '"hello"', "manifest"],
+        "page_size": ["page_size", "50", "override"],
+    }, rows
+    assert flaky.locator("[data-testid=secret-name]").all_text_contents() == ["api_key"]
+    flaky.locator("[data-testid=config-history] summary").click()
+    flaky.locator("[data-testid=config-history] td", has_text="50").first.wait_for(timeout=10_000)
+    assert "inventory" in (page.locator("[data-testid=config-bare]").text_content() or "")
+    assert SECRET_VALUE not in page.content()

@@ -11,6 +11,8 @@
     services: [],          // names, from /v1/ps (+ gateway)
     colours: new Map(),    // service -> colour, stable for the page's life
     chartService: null,
+    configServices: null,  // services with a config (shoal.yaml's, from /v1/policies)
+    histories: new Map(),  // service -> its config history <details>, kept across redraws
     charts: [],
     traceId: null,
     gatewayUrl: null,
@@ -82,6 +84,18 @@
     },
     percent(success) { return success === null || success === undefined ? "–" : `${(success * 100).toFixed(1)}%`; },
     time(ns) { return new Date(ns / 1e6).toLocaleTimeString(); },
+    // seconds since the epoch (a number) or an RFC 3339 text -> local date and time
+    when(value) {
+      if (value === null || value === undefined || value === "") return "–";
+      const date = new Date(typeof value === "number" ? value * 1000 : value);
+      return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString([], { dateStyle: "short", timeStyle: "medium" });
+    },
+    bytes(n) {
+      if (n === null || n === undefined) return "–";
+      if (n < 1024) return `${n} B`;
+      if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+      return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+    },
     uptime(seconds) {
       if (seconds === null || seconds === undefined) return "–";
       const s = Math.floor(seconds);
@@ -469,6 +483,7 @@
       $("policies").replaceChildren(el("p", { class: "muted", text: `not available (${err.message})` }));
       return;
     }
+    state.configServices = [...Object.keys(body.services || {}), ...(body.gateway ? ["gateway"] : [])].sort();
     const parts = [];
     const gateway = body.gateway;
     if (gateway) {
@@ -495,6 +510,129 @@
     $("policies").replaceChildren(...parts);
   }
 
+  // -- events, configuration --------------------------------------------------------------
+
+  async function drawEvents() {
+    const consumers = $("consumers").tBodies[0];
+    const letters = $("dead-letters").tBodies[0];
+    let body;
+    try {
+      body = await api("/v1/events");
+    } catch (err) {
+      $("event-streams").replaceChildren();
+      $("events-empty").hidden = true;
+      $("dead-count").textContent = "";
+      fillTable(consumers, [], $("consumers-empty"), `not available (${err.message})`);
+      fillTable(letters, [], $("dead-empty"), "not available");
+      return;
+    }
+    const streams = body.streams || [];
+    $("event-streams").replaceChildren(...streams.map((s) => el("div", { "data-testid": "event-stream", dataset: { stream: s.name } },
+      el("span", { class: "muted", text: s.name }),
+      el("b", { text: s.exists ? `${s.messages} message${s.messages === 1 ? "" : "s"} · ${fmt.bytes(s.bytes)}` : "not created yet" }))));
+    const dead = body.dead_letters || { count: 0, recent: [] };
+    const quiet = !streams.some((s) => s.exists && s.messages) && !(body.consumers || []).length && !dead.count;
+    const empty = $("events-empty");
+    empty.hidden = !quiet;
+
+    const rows = (body.consumers || []).map((c) => el("tr", { "data-testid": "consumer-row", dataset: { service: c.service, topic: c.topic } },
+      el("td", { text: c.service }),
+      el("td", { class: "mono", text: c.topic }),
+      el("td", { class: "num", text: c.pending }),
+      el("td", { class: "num", text: c.ack_pending }),
+      el("td", { class: `num${c.redelivered ? " warn" : ""}`, text: c.redelivered })));
+    fillTable(consumers, rows, $("consumers-empty"), "no subscribers yet");
+
+    const recent = dead.recent || [];
+    $("dead-count").textContent = dead.count > recent.length ? `${dead.count} in all, the newest ${recent.length} shown` : `${dead.count}`;
+    const letterRows = recent.map((d) => el("tr", { "data-testid": "dead-letter-row", dataset: { id: d.id, service: d.service } },
+      el("td", { class: "nowrap", text: fmt.when(d.failed_at) }),
+      el("td", { text: d.service }),
+      el("td", {}, el("span", { class: "mono", text: d.topic }), d.source ? el("span", { class: "muted small", text: ` from ${d.source}` }) : null),
+      el("td", { class: "mono", text: d.id }),
+      el("td", { class: "num", text: d.deliveries }),
+      el("td", { class: "bad", text: d.error || "–" }),
+      el("td", {}, el("code", { class: "command", text: `shoal events replay --service ${d.service} ${d.id}` }))));
+    fillTable(letters, letterRows, $("dead-empty"),
+      "no dead letters: an event whose handler fails on every delivery (max_deliveries) lands here with its error");
+  }
+
+  async function configOf(name) {
+    const path = encodeURIComponent(name);
+    try {
+      const [values, secrets] = await Promise.all([api(`/v1/config/${path}/values`), api(`/v1/secrets/${path}`)]);
+      return { name, values: values || {}, secrets: secrets || [] };
+    } catch (err) {
+      return { name, error: err.message };
+    }
+  }
+
+  async function drawConfig() {
+    // the services with a config are shoal.yaml's (not its version entries): /v1/policies's
+    const names = state.configServices || state.services;
+    const found = await Promise.all(names.map(configOf));
+    const blocks = [];
+    const bare = [];
+    for (const c of found) {
+      const keys = Object.keys(c.values || {});
+      if (!c.error && !keys.length && !c.secrets.length) { bare.push(c.name); continue; }
+      blocks.push(el("div", { class: "config-service", "data-testid": "config-service", dataset: { service: c.name } },
+        el("h3", { text: c.name }),
+        c.error ? el("p", { class: "muted", text: `not available (${c.error})` }) : null,
+        keys.length ? el("table", { "data-testid": "config-values" },
+          el("thead", {}, el("tr", {}, el("th", { text: "key" }), el("th", { text: "value" }), el("th", { text: "source" }))),
+          el("tbody", {}, ...keys.map((k) => el("tr", { "data-testid": "config-row", dataset: { key: k, source: c.values[k].source } },
+            el("td", { class: "mono", text: k }),
+            el("td", { class: "mono value", text: JSON.stringify(c.values[k].value) }),
+            el("td", {}, el("span", { class: `source source-${c.values[k].source}`, text: c.values[k].source })))))) : null,
+        !c.error && !keys.length ? el("p", { class: "muted small", text: "no values" }) : null,
+        c.secrets && c.secrets.length ? el("p", { class: "secrets", "data-testid": "config-secrets" },
+          el("span", { class: "muted", text: "secrets " }),
+          ...c.secrets.map((s) => el("span", { class: "secret", "data-testid": "secret-name", title: `revision ${s.revision}, set ${fmt.when(s.time)}`, text: s.name }))) : null,
+        c.error ? null : historyOf(c.name)));
+    }
+    $("config").replaceChildren(...(blocks.length ? blocks : [el("p", { class: "muted", "data-testid": "config-empty" },
+      "No configuration yet: give a service ", el("code", { text: "config: {KEY: VALUE}" }), " in shoal.yaml (it reads them with ",
+      el("code", { text: "shoal.config()" }), "), or a secret with ", el("code", { text: "shoal secret set SERVICE NAME" }),
+      " (read with ", el("code", { text: "shoal.secret(NAME)" }), ").")]));
+    const note = $("config-bare");
+    note.textContent = bare.length ? `no values or secrets: ${bare.join(", ")}` : "";
+    note.hidden = !bare.length;
+  }
+
+  function historyOf(name) {
+    let node = state.histories.get(name);
+    if (!node) {
+      node = el("details", { "data-testid": "config-history", dataset: { service: name },
+        ontoggle: () => { if (node.open) drawHistory(name, node).catch(() => {}); } },
+      el("summary", { class: "muted", text: "history" }), el("div", {}, el("p", { class: "muted", text: "loading…" })));
+      state.histories.set(name, node);
+    } else if (node.open) {
+      drawHistory(name, node).catch(() => {});
+    }
+    return node;
+  }
+
+  async function drawHistory(name, node) {
+    const box = node.lastElementChild;
+    let rows;
+    try {
+      rows = await api(`/v1/config/${encodeURIComponent(name)}/history`);
+    } catch (err) {
+      box.replaceChildren(el("p", { class: "muted", text: `not available (${err.message})` }));
+      return;
+    }
+    if (!rows.length) { box.replaceChildren(el("p", { class: "muted", text: "no changes kept" })); return; }
+    box.replaceChildren(el("div", { class: "scroll" }, el("table", {},
+      el("thead", {}, el("tr", {}, ...["rev", "time", "key", "source", "change"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows.slice().reverse().map((r) => el("tr", {},
+        el("td", { class: "num", text: r.revision }),
+        el("td", { class: "nowrap", text: fmt.when(r.time) }),
+        el("td", { class: "mono", text: r.key }),
+        el("td", { text: r.source }),
+        el("td", { class: "mono value", text: r.operation === "unset" ? "unset" : JSON.stringify(r.value) })))))));
+  }
+
   // -- the loop ---------------------------------------------------------------------------
 
   async function refresh() {
@@ -519,8 +657,8 @@
       $("chart-service").value = state.chartService;
     }
     drawSummary(stat);
-    const jobs = [drawCharts(), drawTraces(), drawLogs(), drawFailures()];
-    if (state.tick % 5 === 0) jobs.push(drawPolicies());
+    const jobs = [drawCharts(), drawTraces(), drawLogs(), drawFailures(), drawEvents()];
+    if (state.tick % 5 === 0) jobs.push(drawPolicies().then(drawConfig));
     await Promise.allSettled(jobs);
     state.tick += 1;
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
