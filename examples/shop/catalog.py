@@ -1,4 +1,9 @@
-"""The catalog service: what the shop sells, at what price."""
+"""The catalog service: what the shop sells, at what price, and how many have sold.
+
+``sold`` counts the ``orders.paid`` events that orders publishes through its outbox.
+The handler is idempotent: its count and a marker of the event commit together, so
+a redelivered event is counted once.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import os
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
+
+import shoal
+from shoal.state import Transaction
 
 INSTANCE = os.environ.get("SHOAL_INSTANCE", "catalog")
 
@@ -22,6 +30,7 @@ class ProductList(BaseModel):
 
 
 class ProductDetail(Product):
+    sold: int
     instance: str
 
 
@@ -48,4 +57,15 @@ async def get_product(product_id: str) -> ProductDetail:
     product = PRODUCTS.get(product_id)
     if product is None:
         raise HTTPException(404, f"no product {product_id!r} in the catalog")
-    return ProductDetail(**product.model_dump(), instance=INSTANCE)
+    sold = await shoal.state().get(f"sold:{product_id}") or 0
+    return ProductDetail(**product.model_dump(), sold=sold, instance=INSTANCE)
+
+
+@shoal.subscribe("orders.paid", idempotent=True)
+async def count_sale(event: shoal.Event, tx: Transaction) -> None:
+    key = f"sold:{event.data['product_id']}"
+    item = await tx.get_item(key)
+    if item is None:  # the first sale: create-only, so two replicas cannot both start at 0
+        tx.set(key, event.data["quantity"], absent=True)
+    else:
+        tx.set(key, item.value + event.data["quantity"], etag=item.etag)

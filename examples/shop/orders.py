@@ -7,7 +7,8 @@ an order whose instance stopped mid-way:
     open      ask catalog for the price; store the order as pending   undo: cancel it
     reserve   have inventory reserve the stock                        undo: release it
     charge    have payments charge the total                          undo: refund it
-    confirm   store the order as paid
+    confirm   store the order as paid, and the event ``orders.paid`` in the same commit
+              (the outbox: catalog counts what sold, whatever crashes in between)
 
 A declined payment (over 200.00) releases the reservation and cancels the order. Each
 call carries the step's idempotency key, so a repeated step is recognised by the
@@ -142,7 +143,12 @@ async def confirm(ctx: shoal.SagaContext) -> dict[str, Any]:
             },
         }
     )
-    await shoal.state().set(f"order:{ctx.id}", order.model_dump())
+    async with shoal.state().transaction() as tx:  # the order and its event: one commit
+        stored = await tx.get(f"order:{ctx.id}")
+        tx.set(f"order:{ctx.id}", order.model_dump())
+        if stored is None or stored["status"] != "paid":  # a repeated step publishes nothing
+            paid = {"order": ctx.id, "product_id": order.product_id, "quantity": order.quantity}
+            tx.publish("orders.paid", paid, key=ctx.id)
     return order.model_dump()
 
 

@@ -217,9 +217,18 @@ def _check_events_and_config(page: Any, event_id: str) -> None:
     assert cells[1:5] == ["flaky", "order.created from flaky", event_id, "3"], cells
     assert cells[5] == "RuntimeError: cannot handle {'from': 'flaky'}", cells
     assert cells[6] == f"shoal events replay --service flaky {event_id}", cells
-    for stream in ("shoal-events-shop", "shoal-dlq-shop"):  # the event, and its dead letter
-        shown = page.locator(f"[data-testid=event-stream][data-stream={stream}] b").text_content()
-        assert re.fullmatch(r"1 message · \d+ B", shown or ""), (stream, shown)
+
+    def stream(name: str) -> str:
+        shown = page.locator(f"[data-testid=event-stream][data-stream={name}] b").text_content()
+        return shown or ""
+
+    # flaky's event and the shop's orders.paid events (one an order); one dead letter
+    assert re.fullmatch(r"\d+ messages · [\d.]+ (B|KiB)", stream("shoal-events-shop")), stream(
+        "shoal-events-shop"
+    )
+    assert re.fullmatch(r"1 message · \d+ B", stream("shoal-dlq-shop")), stream("shoal-dlq-shop")
+    paid = page.locator("[data-testid=consumer-row][data-service=catalog]")
+    assert paid.get_attribute("data-topic") == "orders.paid"
 
     flaky = page.locator("[data-testid=config-service][data-service=flaky]")
     flaky.wait_for(timeout=15_000)

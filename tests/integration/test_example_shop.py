@@ -104,6 +104,19 @@ async def test_an_order_runs_its_saga_and_can_be_read_back(shop: httpx.AsyncClie
     stocks = [(await shop.get("/api/inventory/stock/tee")).json() for _ in range(20)]
     assert {s["available"] for s in stocks} == {10 - 2}
     assert {s["instance"] for s in stocks} == {"inventory-0", "inventory-1"}
+    # the paid order's event went out through orders' outbox; catalog counted it, once
+    await until_sold(shop, "tee", 2)
+    two = [(await shop.post("/api/orders", json={"product_id": "tee"})).status_code for _ in "ab"]
+    assert two == [201, 201]
+    await until_sold(shop, "tee", 4)
+    await asyncio.sleep(0.5)
+    assert (await shop.get("/api/catalog/products/tee")).json()["sold"] == 4
+
+
+async def until_sold(shop: httpx.AsyncClient, product: str, sold: int) -> None:
+    async with asyncio.timeout(10):
+        while (await shop.get(f"/api/catalog/products/{product}")).json()["sold"] != sold:  # noqa: ASYNC110 - polling over HTTP
+            await asyncio.sleep(0.05)
 
 
 async def test_failed_orders_say_why_and_release_their_reservation(

@@ -69,8 +69,10 @@ def test_one_order_is_one_trace_with_a_span_per_attempt_and_survives_a_restart(
             timeout=10,
         )
         assert order.status_code in (200, 201), order.text
-        # ours: gateway server + client, orders server + 3 clients, 3 callee servers
-        trace_id, spans = _wait_for_trace(app_dir, want_spans=9)
+        # ours: gateway server + client, orders server + 3 clients, 3 callee servers, and
+        # the order's event: orders' producer span and catalog's consumer span (it comes
+        # after the answer: wait for it, or the trace read back later has one more span)
+        trace_id, spans = _wait_for_trace(app_dir, want_spans=11)
 
     assert {s["trace_id"] for s in spans} == {trace_id}
     by_id = {s["span_id"]: s for s in spans}
@@ -115,6 +117,9 @@ def test_one_order_is_one_trace_with_a_span_per_attempt_and_survives_a_restart(
         assert server["end_ns"] <= client["end_ns"] + 100_000_000
     # exactly one client span per attempt: 4 calls, no retries needed
     assert len([s for s in ours if s["kind"] == "client"]) == 4
+    sent, handled = one("producer", "orders"), one("consumer", "catalog")
+    assert ancestor_of(sent, orders)
+    assert handled["parent_id"] == sent["span_id"]  # across NATS, through the outbox
     assert all(s["status"] != "error" for s in ours)
 
     # The trace outlives the app: down, up again, and it is still there.
