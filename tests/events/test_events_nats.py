@@ -17,7 +17,7 @@ from shoal.backbone import Backbone, EmbeddedNats
 from shoal.events import Publisher, Subscriber, ensure_streams, make_subscription
 from shoal.events._admin import dead_letters, events_overview, replay_dead_letters
 from shoal.events._deadletter import send_dead_letter
-from shoal.events._names import events_stream
+from shoal.events._names import dlq_stream, events_stream
 from shoal.exceptions import EventsError, PublishError
 from shoal.mesh import _spans
 from shoal.state import StateStore, Transaction, open_sqlite
@@ -405,3 +405,18 @@ def test_a_subscriber_refuses_two_handlers_of_one_topic(backbone: Backbone) -> N
     subs = [make_subscription("t", one), make_subscription("t", two)]
     with pytest.raises(EventsError, match="two handlers of topic 't'"):
         Subscriber(backbone, APP, "billing", subs)
+
+
+async def test_the_overview_reads_the_newest_dead_letters_only_and_counts_them_all(
+    backbone: Backbone,
+) -> None:
+    for n in range(6):
+        await backbone.js.publish(
+            f"shoal.{APP}.dlq.billing.order.created",
+            b"{}",
+            headers={"ce-id": f"ev{n}", "ce-type": "order.created", "Nats-Msg-Id": f"ev{n}:b"},
+        )
+    await backbone.js.delete_msg(dlq_stream(APP), 5)  # ev4 was replayed: a gap
+    overview = await events_overview(backbone, APP, recent=3)
+    assert overview["dead_letters"]["count"] == 5
+    assert [r["id"] for r in overview["dead_letters"]["recent"]] == ["ev5", "ev3", "ev2"]
