@@ -23,6 +23,8 @@ from shoal.mesh._spans import (
     AttributeValue,
     Sink,
     SpanData,
+    SpanKindName,
+    Tracing,
     active,
     format_traceparent,
     new_span_id,
@@ -94,17 +96,14 @@ def producer_span(service: str, topic: str) -> EventSpan:
     else:
         trace_id, parent_id, state = new_trace_id(), 0, None
         sampled = tracing.sample_root(trace_id)
-    ctx = SpanContext(trace_id, new_span_id(), False, _FLAGS[sampled], state)
-    if not sampled:
-        return EventSpan(ctx)
     attributes: dict[str, AttributeValue] = {
         "messaging.system": "nats",
         "messaging.operation.type": "send",
         "messaging.destination.name": topic,
         "shoal.service": service,
     }
-    data = SpanData(trace_id, ctx.span_id, parent_id, f"send {topic}", "producer", attributes)
-    return EventSpan(ctx, data, tracing.sink)
+    return _start(tracing, (trace_id, parent_id, sampled, state), f"send {topic}", "producer",
+                  attributes)  # fmt: skip
 
 
 def consumer_span(
@@ -129,9 +128,6 @@ def consumer_span(
     else:
         trace_id, parent_id = new_trace_id(), 0
         sampled = tracing.sample_root(trace_id)
-    ctx = SpanContext(trace_id, new_span_id(), False, _FLAGS[sampled], state)
-    if not sampled:
-        return EventSpan(ctx)
     attributes: dict[str, AttributeValue] = {
         "messaging.system": "nats",
         "messaging.operation.type": "process",
@@ -141,5 +137,22 @@ def consumer_span(
         "shoal.service": service,
         "shoal.delivery": delivery,
     }
-    data = SpanData(trace_id, ctx.span_id, parent_id, f"process {topic}", "consumer", attributes)
+    return _start(tracing, (trace_id, parent_id, sampled, state), f"process {topic}",
+                  "consumer", attributes)  # fmt: skip
+
+
+def _start(
+    tracing: Tracing,
+    place: tuple[int, int, bool, TraceState | None],
+    name: str,
+    kind: SpanKindName,
+    attributes: dict[str, AttributeValue],
+) -> EventSpan:
+    """A new span at ``place`` (trace id, parent span id or 0, sampled, trace state):
+    recorded only if sampled, its context passed on either way."""
+    trace_id, parent_id, sampled, state = place
+    ctx = SpanContext(trace_id, new_span_id(), False, _FLAGS[sampled], state)
+    if not sampled:
+        return EventSpan(ctx)
+    data = SpanData(trace_id, ctx.span_id, parent_id, name, kind, attributes)
     return EventSpan(ctx, data, tracing.sink)
